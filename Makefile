@@ -1,0 +1,40 @@
+# The README's two set-up commands. Both create .venv if missing and install what they need.
+#   make demo   train and evaluate on the embedded default (Omniglot), ~5 min on a 2-core CPU
+#   make test   ruff + the whole test suite (CPU only, no network)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+# The shared Omniglot copy beside the checkout is the default data, unless UNSEEN_DATA is already set.
+SHARED_DATA := $(abspath ../shared/data)
+ifeq ($(origin UNSEEN_DATA), undefined)
+ifneq ($(wildcard $(SHARED_DATA)),)
+export UNSEEN_DATA := $(SHARED_DATA)
+endif
+endif
+
+.PHONY: demo test lint install
+
+demo: $(VENV)/.installed
+	$(BIN)/unseen train configs/omniglot/baseline.yaml
+
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests benchmarks
+
+install: $(VENV)/.installed
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
+	touch $@ $(VENV)/.installed

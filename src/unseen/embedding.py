@@ -1,0 +1,41 @@
+"""Embed a table with a model: batches through the eval transform, one named output, as a float32 array."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from unseen.data.base import Table
+from unseen.data.dataset import ImageDataset
+from unseen.data.transforms import Transform
+
+
+@torch.no_grad()
+def embed_table(
+    model: torch.nn.Module,
+    table: Table,
+    transform: Transform,
+    *,
+    output: str = "class",
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    progress: bool = False,
+    description: str = "embed",
+) -> np.ndarray:
+    """N×D embeddings (`output`: `class`, `features`, or any extra head) in table order; model left as it was."""
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(ImageDataset(table, transform), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers)
+    chunks = []
+    try:
+        for images, _, _ in tqdm(loader, desc=description, disable=not progress, leave=False):
+            chunks.append(model(images.to(device))[output].float().cpu())
+    finally:
+        model.train(was_training)
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(chunks).numpy()

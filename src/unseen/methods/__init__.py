@@ -1,0 +1,19 @@
+"""Generalization methods by name (`method.name`)."""
+
+from __future__ import annotations
+
+from unseen.config import Config
+from unseen.methods.base import Batch, EpochContext, LossOutput, Method
+from unseen.methods.baseline import Baseline
+from unseen.registry import Registry
+
+METHODS: Registry[type[Method]] = Registry("method", key="method.name")
+METHODS.register(Baseline.name)(Baseline)
+
+
+def build_method(config: Config, *, num_classes: int, embedding_dim: int) -> Method:
+    cls = METHODS.get(config.method.name)
+    return cls(config, num_classes=num_classes, embedding_dim=embedding_dim)
+
+
+__all__ = ["METHODS", "Batch", "EpochContext", "LossOutput", "Method", "build_method"]

@@ -1,0 +1,1 @@
+"""Trunks, heads and the embedder that maps images to named outputs."""

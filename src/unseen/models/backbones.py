@@ -1,0 +1,147 @@
+"""Trunks with one surface, whatever their origin: `num_features`, `forward_features` (last feature map),
+`forward_intermediates` (one map per stage), `stage_names`.
+
+- `convnet`: a small ConvNet for small images (Omniglot at 28–105 px), one conv-BN-ReLU-pool block per width.
+- any other name: a `timm` model (`resnet50`, `tf_efficientnet_lite0`, ...). Pretrained weights come from
+  the hub when `pretrained=True` and a network is there, or from a local file (`pretrained=/path`) always.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from unseen.errors import ConfigError
+
+
+class ConvNet(nn.Module):
+    """Blocks of conv3×3-BN-ReLU followed by 2×2 max-pooling (none after the last block)."""
+
+    def __init__(self, in_chans: int = 1, channels: Sequence[int] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        blocks, width = [], in_chans
+        for i, out in enumerate(channels):
+            layers: list[nn.Module] = [
+                nn.Conv2d(width, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+            ]
+            if i < len(channels) - 1:
+                layers.append(nn.MaxPool2d(2))
+            blocks.append(nn.Sequential(*layers))
+            width = out
+        self.blocks = nn.ModuleList(blocks)
+        self.num_features = width
+        self.stage_names = tuple(f"block{i}" for i in range(len(channels)))
+        self.pretrained_cfg: dict[str, object] = {}
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        maps = []
+        for block in self.blocks:
+            x = block(x)
+            maps.append(x)
+        return maps
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class TimmTrunk(nn.Module):
+    """A timm model without its classifier, exposing the same surface as ConvNet."""
+
+    def __init__(self, name: str, in_chans: int = 3, pretrained: bool | str = False) -> None:
+        super().__init__()
+        import timm
+
+        if not timm.is_model(name):
+            close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+            hint = f"; similar: {', '.join(close)}" if close else ""
+            raise ConfigError(f"model.backbone: unknown backbone '{name}' (not 'convnet' nor a timm model){hint}")
+        self.model = timm.create_model(name, pretrained=False, num_classes=0, global_pool="", in_chans=in_chans)
+        self.num_features = self.model.num_features
+        self.pretrained_cfg = dict(getattr(self.model, "pretrained_cfg", {}) or {})
+        self.stage_names = tuple(info["module"] for info in self.model.feature_info)
+        if pretrained is True:
+            load_hub_weights(self.model, name, in_chans)
+        elif isinstance(pretrained, str) and pretrained:
+            load_local_weights(self.model, Path(pretrained))
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.forward_intermediates(x, intermediates_only=True)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def build_trunk(
+    name: str, *, in_chans: int, pretrained: bool | str = False, channels: Sequence[int] = (32, 64, 128, 256)
+) -> nn.Module:
+    """`convnet` or any timm model name."""
+    if name == "convnet":
+        if pretrained:
+            raise ConfigError("model.pretrained: the small 'convnet' has no pretrained weights; set it to false")
+        return ConvNet(in_chans, channels)
+    return TimmTrunk(name, in_chans=in_chans, pretrained=pretrained)
+
+
+def offline() -> bool:
+    """True when the environment says not to use the network (HF_HUB_OFFLINE / UNSEEN_OFFLINE)."""
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "UNSEEN_OFFLINE"))
+
+
+def load_hub_weights(model: nn.Module, name: str, in_chans: int) -> None:
+    """Download the default pretrained weights of `name` through timm; offline, fail with the local-file option."""
+    import timm
+
+    hint = (
+        f"model.pretrained: cannot download weights for '{name}' (offline); fetch them on a connected machine "
+        f"and pass the file: model.pretrained=/path/to/{name}.safetensors"
+    )
+    if offline():
+        raise ConfigError(hint)
+    try:
+        source = timm.create_model(name, pretrained=True, num_classes=0, global_pool="", in_chans=in_chans)
+    except Exception as error:  # hub, HTTP and file-system errors differ by version; all mean "no weights"
+        raise ConfigError(f"{hint} [{type(error).__name__}]") from None
+    model.load_state_dict(source.state_dict())
+
+
+def load_local_weights(model: nn.Module, path: Path) -> None:
+    """Load a state dict from .safetensors / .pth / .pt / .bin; classifier keys are ignored, other mismatches fail."""
+    if not path.is_file():
+        raise ConfigError(f"model.pretrained: no weights file at {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt files raise many types (pickle, zip, safetensors)
+        raise ConfigError(f"model.pretrained: {path}: not a readable weights file ({type(error).__name__})") from None
+    for wrapper in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict):
+        raise ConfigError(f"model.pretrained: {path}: expected a state dict of tensors")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if k in own or not _is_classifier_key(k)}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong_shape:
+        problems = [("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)]
+        detail = "; ".join(f"{n} {len(ks)} (e.g. {ks[0]})" for n, ks in problems if ks)
+        raise ConfigError(f"model.pretrained: {path}: keys do not match the backbone: {detail}")
+    model.load_state_dict(state)
+
+
+def _is_classifier_key(key: str) -> bool:
+    return key.split(".")[0] in ("fc", "classifier", "head", "last_linear")
