@@ -21,8 +21,10 @@ from unseen.errors import ConfigError
 
 # Abstract bases and losses whose input is not a labelled batch of embeddings (two views, pre-packed
 # triplets, ManifoldLoss's label-free proxies).
-_NOT_LOSSES = {"BaseMetricLossFunction", "GenericPairLoss", "VICRegLoss", "ManifoldLoss", "MultipleLosses", "CrossBatchMemory",
-               "SelfSupervisedLoss", "BaseLossWrapper"}
+_NOT_LOSSES = {
+    "BaseMetricLossFunction", "GenericPairLoss", "VICRegLoss", "ManifoldLoss", "MultipleLosses", "CrossBatchMemory",
+    "SelfSupervisedLoss", "BaseLossWrapper",
+}
 _NOT_MINERS = {
     "BaseMiner", "BaseTupleMiner", "BaseSubsetBatchMiner", "EmbeddingsAlreadyPackagedAsTriplets",
 }
