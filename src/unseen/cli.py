@@ -44,6 +44,7 @@ def train(
 ) -> None:
     """Train an embedding; evaluates on validation while training and on the test split at the end."""
     from unseen.config import load_config
+    from unseen.train.inference import check_config
     from unseen.train.trainer import Trainer
 
     if resume is not None:
@@ -58,6 +59,7 @@ def train(
         if config is None:
             raise ConfigError("train: give a CONFIG file (e.g. configs/omniglot/baseline.yaml) or --resume RUN_DIR")
         cfg = load_config(config, _with_data_root(overrides, data_root))
+        check_config(cfg)
         out = out or Path("runs") / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (out / "checkpoints" / "last.pt").exists():
             raise CheckpointError(f"{out}: already holds a run; continue it with --resume {out} or pick another --out")

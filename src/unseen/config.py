@@ -203,14 +203,15 @@ def validate_config(raw: Mapping[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(dict(raw))
     except ValidationError as error:
-        raise ConfigError(f"{source}: {describe_validation_error(error, raw)}") from None
+        raise ConfigError(f"{source}: {describe_validation_error(error)}") from None
 
 
-def describe_validation_error(error: ValidationError, raw: Mapping[str, Any]) -> str:
+def describe_validation_error(error: ValidationError, root: type[BaseModel] | None = None) -> str:
+    """The first problem of `error` as `dotted.key: what was expected, got value` (keys relative to `root`)."""
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
-        return f"unknown key '{key}'{_suggestion(first['loc'])}"
+        return f"unknown key '{key}'{_suggestion(first['loc'], root or Config)}"
     if first["type"] == "model_type" or first["type"] == "dict_type":
         return f"{key}: expected a section (a mapping of keys), got {first['input']!r}"
     got = first.get("input")
@@ -220,8 +221,7 @@ def describe_validation_error(error: ValidationError, raw: Mapping[str, Any]) ->
     return f"{key}: {message[0].lower()}{message[1:]}, got {got!r}"
 
 
-def _suggestion(loc: tuple[Any, ...]) -> str:
-    model: type[BaseModel] = Config
+def _suggestion(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
@@ -230,7 +230,7 @@ def _suggestion(loc: tuple[Any, ...]) -> str:
         model = annotation
     close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
     if not close:
-        return f"; known keys: {', '.join(model.model_fields)}"
+        return f"; known keys: {', '.join(model.model_fields) or 'none'}"
     return f"; did you mean '{'.'.join(str(p) for p in loc[:-1] + (close[0],))}'?"
 
 

@@ -19,6 +19,7 @@ READERS: dict[str, str] = {
     "inshop": "unseen.data.inshop",
     "vehicleid": "unseen.data.vehicleid",
     "folder": "unseen.data.folder",
+    "csv": "unseen.data.folder",
 }
 
 

@@ -73,7 +73,7 @@ class Method(nn.Module):
         try:
             return cls.Params.model_validate(kwargs)
         except ValidationError as error:
-            raise ConfigError(f"method ({cls.name}): {describe_validation_error(error, kwargs)}") from None
+            raise ConfigError(f"method ({cls.name}): {describe_validation_error(error, cls.Params)}") from None
 
     def extra_heads(self) -> dict[str, int]:
         """Extra embedding heads on the trunk, name -> dimension."""

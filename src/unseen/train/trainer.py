@@ -134,9 +134,9 @@ def build_scheduler(
 class History:
     """history.jsonl: appended line by line; on resume, lines after the checkpoint's step are dropped."""
 
-    def __init__(self, path: Path, keep_until_step: int | None = None) -> None:
+    def __init__(self, path: Path, keep_until_step: int) -> None:
         self.path = path
-        if keep_until_step is not None and path.exists():
+        if path.exists():
             lines = [line for line in path.read_text().splitlines() if line.strip()]
             kept = [line for line in lines if json.loads(line).get("step", 0) <= keep_until_step]
             path.write_text("".join(line + "\n" for line in kept))
@@ -162,15 +162,17 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.best: dict[str, Any] = {"value": -math.inf, "epoch": None}
+        self.resumed = False
 
     @classmethod
-    def resume(cls, run_dir: str | Path, *, progress: bool = True) -> Trainer:
+    def resume(cls, run_dir: str | Path, *, progress: bool = True, splits: Splits | None = None) -> Trainer:
         """Continue the run in `run_dir` from its last checkpoint, with the config it was started with."""
         run_dir = Path(run_dir)
         config = load_config(run_dir / "config.yaml")
-        trainer = cls(config, run_dir, progress=progress)
+        trainer = cls(config, run_dir, progress=progress, splits=splits)
         state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
         trainer._load_state(state)
+        trainer.resumed = True
         return trainer
 
     # -- state -------------------------------------------------------------------------------------
@@ -211,11 +213,12 @@ class Trainer:
     # -- loop --------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train to the configured budget, then evaluate best and last checkpoints; returns metrics.json."""
-        resumed = (self.run_dir / "checkpoints" / "last.pt").exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(dump_config(self.config))
-        self._write_classes()
-        history = History(self.run_dir / "history.jsonl", keep_until_step=self.step if resumed else 0)
+        if not self.resumed:
+            (self.run_dir / "history.jsonl").unlink(missing_ok=True)
+            (self.run_dir / "config.yaml").write_text(dump_config(self.config))
+            self._write_classes()
+        history = History(self.run_dir / "history.jsonl", keep_until_step=self.step)
         epochs = self.config.train.epochs
         while self.epoch < epochs and self.step < self.total_steps:
             self._train_epoch(history)
@@ -251,7 +254,7 @@ class Trainer:
             rate = images_seen / max(time.perf_counter() - started, 1e-9)
             bar.set_postfix(loss=f"{parts['loss']:.4f}", img_s=f"{rate:.0f}")
             if self.step % cfg.train.log_every == 0 or self.step == self.total_steps:
-                record = {"kind": "train", "epoch": self.epoch, "step": self.step,
+                record = {"kind": "train", "epoch": self.epoch + 1, "step": self.step,
                           **{k: float(np.mean(v)) for k, v in window.items()},
                           "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": rate}
                 history.write(record)

@@ -1,0 +1,47 @@
+"""Bad input on the command line: one line on stderr naming the key or file, exit code 2, nothing written."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "unseen", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "missing.yaml"], "error: missing.yaml: cannot read config"),
+        (["train", "c.yaml", "model.embeding_dim=3"],
+         "error: c.yaml: unknown key 'model.embeding_dim'; did you mean 'model.embedding_dim'?"),
+        (["train", "c.yaml", "train.epochs=many"], "error: c.yaml: train.epochs: input should be a valid integer"),
+        (["train", "c.yaml", "loss.name=Tripletloss"], "error: loss.name: unknown loss 'Tripletloss'; known:"),
+        (["train", "c.yaml", "data.root=nowhere"], "error: omniglot: "),
+        (["train", "--resume", "nowhere"], "error: nowhere: no checkpoints/last.pt to resume from"),
+        (["evaluate", "nowhere"], "error: nowhere: not a run directory (no config.yaml)"),
+        (["evaluate", "--embeddings", "e.npy"], "error: evaluate: give either RUN_DIR or both --embeddings"),
+        (["evaluate", "--embeddings", "e.npy", "--labels", "l.npy", "--recall-at", "1,x"],
+         "error: --recall-at: expected comma-separated positive integers"),
+        (["config", "show", "c.yaml", "method.name=ecmal"], "error: method.name: unknown method 'ecmal'; known:"),
+        (["config", "show", "c.yaml", "method.confusion_weight=1"],
+         "error: method (baseline): unknown key 'confusion_weight'"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
+    (tmp_path / "c.yaml").write_text("data:\n  name: omniglot\n")
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_config_show_prints_the_resolved_config(tmp_path):
+    (tmp_path / "c.yaml").write_text("loss:\n  name: TripletMarginLoss\n  margin: 0.1\n")
+    result = run_cli("config", "show", "c.yaml", "loss.margin=0.3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "name: TripletMarginLoss\n  margin: 0.3" in result.stdout
+    assert "embedding_dim: 128" in result.stdout

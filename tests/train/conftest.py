@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from unseen.config import load_config
+from unseen.data.base import Splits, table_from_labels
+
+
+def pattern_table(num_classes: int, per_class: int, seed: int, name: str, offset: int = 0):
+    """Generated 12×12 grayscale images: each class a fixed random pattern plus per-image noise."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.integers(0, 256, size=(num_classes, 12, 12))
+    noise = rng.normal(0, 40, size=(num_classes, per_class, 12, 12))
+    images = np.clip(prototypes[:, None] + noise, 0, 255).astype(np.uint8).reshape(-1, 12, 12)
+    labels = np.repeat(np.arange(num_classes) + offset, per_class)
+    return table_from_labels(labels, images=images, name=name)
+
+
+@pytest.fixture
+def tiny_splits():
+    return Splits(
+        train=pattern_table(8, 5, seed=0, name="train"),
+        val=pattern_table(4, 5, seed=1, name="val", offset=100),
+        test=pattern_table(6, 5, seed=2, name="test", offset=200),
+        dataset="patterns",
+        protocol="generated patterns; class-disjoint train / val / test",
+    )
+
+
+@pytest.fixture
+def tiny_config():
+    def make(*overrides: str):
+        return load_config(None, [
+            "model.channels=[4,8]", "model.embedding_dim=8", "data.image_size=12",
+            "sampler.classes_per_batch=4", "sampler.samples_per_class=2", "train.epochs=2",
+            "train.eval_every=1", "train.threads=1", "evaluation.recall_at=[1,2]",
+            "evaluation.metrics=[recall,map@r]", *overrides,
+        ])
+
+    return make
