@@ -8,6 +8,7 @@ from pathlib import Path
 
 from unseen.config import DataConfig
 from unseen.data.base import Splits, Table, split_validation, table_from_labels
+from unseen.data.scan import apply_bad_image_policy
 from unseen.errors import ConfigError
 
 # name -> module with `read(root, config) -> (train table, test table)`; imported on use.
@@ -40,9 +41,14 @@ def read_dataset(config: DataConfig) -> tuple[Table, Table]:
     return reader.read(data_root(config.root), config)
 
 
-def build_splits(config: DataConfig) -> Splits:
-    """Train on the seen classes minus a seeded, class-disjoint validation slice; test on the unseen classes."""
+def build_splits(config: DataConfig, progress: bool = False) -> Splits:
+    """Train on the seen classes minus a seeded, class-disjoint validation slice; test on the unseen classes.
+
+    Image files are checked before anything trains (`data.on_bad_image`: fail with the list, or skip and
+    report them in `Splits.bad_images`)."""
     seen, unseen = read_dataset(config)
+    seen, seen_report = apply_bad_image_policy(seen, config.on_bad_image, progress=progress)
+    unseen, unseen_report = apply_bad_image_policy(unseen, config.on_bad_image, progress=progress)
     train, val = split_validation(seen, config.val_fraction, config.split_seed)
     protocol = (
         f"train/val: {config.name} seen classes, {config.val_fraction:.0%} of them held out for validation "
@@ -50,8 +56,8 @@ def build_splits(config: DataConfig) -> Splits:
         + ("leave-one-out retrieval" if unseen.is_leave_one_out else "query -> gallery retrieval")
         + "; checkpoint selection on validation only"
     )
-    return Splits(train=train, val=val, test=unseen, dataset=config.name,
-                  protocol=protocol)
+    return Splits(train=train, val=val, test=unseen, dataset=config.name, protocol=protocol,
+                  bad_images=[r.to_dict() for r in (seen_report, unseen_report) if r.checked])
 
 
 __all__ = ["READERS", "Splits", "Table", "build_splits", "data_root", "read_dataset", "table_from_labels"]

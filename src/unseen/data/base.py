@@ -121,12 +121,14 @@ class Splits:
     test: Table
     dataset: str
     protocol: str
+    bad_images: list[dict] = field(default_factory=list)
 
     def describe(self) -> dict[str, object]:
         """Counts and protocol, as written to metrics.json."""
         return {
             "dataset": self.dataset,
             "protocol": self.protocol,
+            "bad_images_skipped": sum(report["skipped"] for report in self.bad_images),
             **{
                 f"{t.name}": {"images": len(t), "classes": t.num_classes}
                 for t in (self.train, self.val, self.test)

@@ -1,0 +1,86 @@
+"""Stanford Cars / CARS196 (Krause et al. 2013): 16,185 photos of 196 car models. Zero-shot split: classes
+1–98 train (8,054 images), 99–196 test (8,131 images), leave-one-out retrieval. The split is by class; the
+`test` flag of `cars_annos.mat` (a classification split) is ignored.
+
+Reads `cars196/cars_annos.mat` (struct array `annotations` with `relative_im_path`, `class`, `test`; and
+`class_names`) with the images in `cars196/car_ims/`; else the class-folder layout `cars196/images/<class>/`,
+where a folder name that starts with a number is the class id and otherwise classes are numbered in
+sorted name order (as the MIC / Sharing Matters code does).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.io
+
+from unseen.data.base import Table
+from unseen.data.folder import list_class_folders
+from unseen.data.scan import DatasetFiles, reader_options
+from unseen.errors import DatasetError
+
+FOLDER = "cars196"
+SOURCE = f"put cars_annos.mat and the car_ims/ folder of car_ims.tgz (Stanford Cars, 2013) in {FOLDER}/"
+COUNTS = {"train": (8_054, 98), "test": (8_131, 98)}
+TRAIN_CLASSES = 98
+FIELDS = ("relative_im_path", "class")
+
+
+def read(root: Path, config: Any) -> tuple[Table, Table]:
+    """(train: classes 1–98, test: classes 99–196), as image paths."""
+    reader_options(config, "cars", ())
+    files = DatasetFiles("cars", Path(root), SOURCE, config.allow_subset)
+    folder = files.root / FOLDER
+    if (folder / "cars_annos.mat").is_file():
+        paths, class_ids, names = _read_annotations(folder / "cars_annos.mat", files)
+        listed_in = f"{FOLDER}/cars_annos.mat"
+    elif (folder / "images").is_dir():
+        paths, names = list_class_folders(folder / "images", files)
+        class_ids = _class_ids(names)
+        listed_in = f"{FOLDER}/images/"
+    else:
+        raise DatasetError(
+            f"cars: neither {FOLDER}/cars_annos.mat nor {FOLDER}/images/<class>/ under {files.root}; "
+            f"{SOURCE}, or set --data-root / UNSEEN_DATA"
+        )
+    in_train = np.asarray(class_ids) <= TRAIN_CLASSES
+    return files.build(paths, names, in_train, listed_in=listed_in, counts=COUNTS)
+
+
+def _read_annotations(path: Path, files: DatasetFiles) -> tuple[list[str], list[int], list[str]]:
+    """(paths, class ids 1..196, class names `NNN.<model>`) from the official annotation file."""
+    shown = files.show(path)
+    try:
+        mat = scipy.io.loadmat(path, squeeze_me=True)
+    except (OSError, ValueError, TypeError, NotImplementedError, scipy.io.matlab.MatReadError) as error:
+        raise DatasetError(f"{shown}: cannot read ({error})") from None
+    annotations = np.atleast_1d(mat.get("annotations", np.array([])))
+    if annotations.dtype.names is None or not set(FIELDS) <= set(annotations.dtype.names):
+        raise DatasetError(f"{shown}: expected a struct array 'annotations' with fields {', '.join(FIELDS)}")
+    models = [str(name) for name in np.atleast_1d(mat.get("class_names", np.array([])))]
+    paths, class_ids, names = [], [], []
+    for number, annotation in enumerate(annotations, 1):
+        try:
+            class_id = int(annotation["class"])
+            relative = str(annotation["relative_im_path"])
+        except (TypeError, ValueError):
+            expected = "expected a class and a relative_im_path"
+            raise DatasetError(f"{shown}: annotation {number}: {expected}") from None
+        if not 1 <= class_id <= max(len(models), 196):
+            raise DatasetError(f"{shown}: annotation {number}: class {class_id} is not in 1..196")
+        paths.append(str(path.parent / relative))
+        class_ids.append(class_id)
+        names.append(f"{class_id:03d}" + (f".{models[class_id - 1]}" if class_id <= len(models) else ""))
+    return paths, class_ids, names
+
+
+def _class_ids(folder_names: list[str]) -> list[int]:
+    """A leading number in every folder name is the class id; else 1.. in sorted name order."""
+    numbers = {name: re.match(r"\d+", name) for name in folder_names}
+    if all(numbers.values()):
+        return [int(numbers[name].group()) for name in folder_names]  # type: ignore[union-attr]
+    rank = {name: index for index, name in enumerate(sorted(set(folder_names)), 1)}
+    return [rank[name] for name in folder_names]

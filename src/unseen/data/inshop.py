@@ -1,0 +1,56 @@
+"""In-Shop Clothes Retrieval (DeepFashion, Liu et al. 2016): 52,712 photos of 7,982 clothing items.
+Zero-shot split as published: train 25,882 images of 3,997 items; test 3,985 other items, retrieved
+query -> gallery: 14,218 query and 12,612 gallery images (the test table carries is_query / is_gallery).
+
+Reads `inshop/list_eval_partition.txt` (line 1: the number of images; line 2: the header `image_name item_id
+evaluation_status`; then one image per line, columns separated by runs of spaces) and the images it names
+(`img/...`) under `inshop/`. Class names are the item ids (`id_00000001`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unseen.data.base import Table
+from unseen.data.scan import DatasetFiles, reader_options
+
+FOLDER = "inshop"
+SOURCE = (
+    f"put Eval/list_eval_partition.txt and the img/ folder of img.zip (DeepFashion In-shop Clothes Retrieval "
+    f"Benchmark) in {FOLDER}/"
+)
+COUNTS = {"train": (25_882, 3_997), "test": (26_830, 3_985)}
+QUERY_IMAGES, GALLERY_IMAGES = 14_218, 12_612
+STATUSES = ("train", "query", "gallery")
+
+
+def read(root: Path, config: Any) -> tuple[Table, Table]:
+    """(train, test with is_query / is_gallery), as image paths."""
+    reader_options(config, "inshop", ())
+    files = DatasetFiles("inshop", Path(root), SOURCE, config.allow_subset)
+    rows = files.read_rows(
+        f"{FOLDER}/list_eval_partition.txt", expected="<image_name> <item_id> train|query|gallery",
+        types=(str, str, _status), header="image_name item_id evaluation_status", count_line=True,
+    )
+    status = np.array([row[2] for row in rows])
+    train, test = files.build(
+        [str(files.root / FOLDER / image) for image, _, _ in rows],
+        [item for _, item, _ in rows],
+        status == "train",
+        listed_in=f"{FOLDER}/list_eval_partition.txt",
+        counts=COUNTS,
+        is_query=status == "query",
+        is_gallery=status == "gallery",
+    )
+    files.check_count("query images", int(test.is_query.sum()), QUERY_IMAGES)
+    files.check_count("gallery images", int(test.is_gallery.sum()), GALLERY_IMAGES)
+    return train, test
+
+
+def _status(value: str) -> str:
+    if value not in STATUSES:
+        raise ValueError(value)
+    return value

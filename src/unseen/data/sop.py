@@ -1,0 +1,39 @@
+"""Stanford Online Products (Oh Song et al. 2016): 120,053 photos of 22,634 products from eBay. Zero-shot
+split as published: `Ebay_train.txt` 59,551 images of 11,318 products, `Ebay_test.txt` 60,502 images of
+11,316 products; leave-one-out retrieval.
+
+Reads `Stanford_Online_Products/Ebay_train.txt` and `Ebay_test.txt` (header `image_id class_id
+super_class_id path`, paths relative to `Stanford_Online_Products/`). Class names are the product ids,
+zero-padded (`00001`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from unseen.data.base import Table
+from unseen.data.scan import DatasetFiles, reader_options
+
+FOLDER = "Stanford_Online_Products"
+SOURCE = "extract Stanford_Online_Products.zip (cvgl.stanford.edu/projects/lifted_struct) into the data root"
+COUNTS = {"train": (59_551, 11_318), "test": (60_502, 11_316)}
+HEADER = "image_id class_id super_class_id path"
+
+
+def read(root: Path, config: Any) -> tuple[Table, Table]:
+    """(train: Ebay_train.txt, test: Ebay_test.txt), as image paths."""
+    reader_options(config, "sop", ())
+    files = DatasetFiles("sop", Path(root), SOURCE, config.allow_subset)
+    paths, names, in_train = [], [], []
+    for split in ("train", "test"):
+        rows = files.read_rows(
+            f"{FOLDER}/Ebay_{split}.txt", expected="<image_id> <class_id> <super_class_id> <path>",
+            types=(int, int, int, str), header=HEADER,
+        )
+        paths += [str(files.root / FOLDER / path) for *_, path in rows]
+        names += [f"{class_id:05d}" for _, class_id, _, _ in rows]
+        in_train += [split == "train"] * len(rows)
+    return files.build(
+        paths, names, in_train, listed_in=f"{FOLDER}/Ebay_train.txt and Ebay_test.txt", counts=COUNTS
+    )
