@@ -47,3 +47,11 @@ def test_timm_trunk_by_name_and_unknown_names():
         build_trunk("resnet_5O", in_chans=3)
     with pytest.raises(ConfigError, match="model.pretrained: the small 'convnet' has no pretrained weights"):
         build_trunk("convnet", in_chans=1, pretrained=True)
+
+
+def test_sliced_class_head_normalizes_each_slice_and_keeps_unit_norm():
+    model = build_embedder(ModelConfig(channels=(8,), embedding_dim=12), in_chans=1, class_slices=3)
+    z = model(torch.randn(5, 1, 16, 16))["class"]
+    slices = z.view(5, 3, 4)
+    assert torch.allclose(slices.norm(dim=-1), torch.full((5, 3), 3**-0.5))
+    assert torch.allclose(z.norm(dim=1), torch.ones(5))

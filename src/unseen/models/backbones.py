@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from unseen.errors import ConfigError
+from unseen.models.weights import map_foreign_state
 
 
 class ConvNet(nn.Module):
@@ -131,6 +132,7 @@ def load_local_weights(model: nn.Module, path: Path) -> None:
     if not isinstance(state, dict):
         raise ConfigError(f"model.pretrained: {path}: expected a state dict of tensors")
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = map_foreign_state(state, model, path)
     own = model.state_dict()
     state = {k: v for k, v in state.items() if k in own or not _is_classifier_key(k)}
     missing = [k for k in own if k not in state]

@@ -23,12 +23,14 @@ class Embedder(nn.Module):
         extra_heads: dict[str, int] | None = None,
         dropout: float = 0.0,
         freeze_batchnorm: bool = False,
+        class_slices: int = 1,
     ) -> None:
         super().__init__()
         self.trunk = trunk
         self.num_features: int = trunk.num_features
-        dims = {"class": embedding_dim, **(extra_heads or {})}
-        self.heads = nn.ModuleDict({name: EmbeddingHead(self.num_features, d, dropout) for name, d in dims.items()})
+        heads = {"class": EmbeddingHead(self.num_features, embedding_dim, dropout, slices=class_slices)}
+        heads |= {name: EmbeddingHead(self.num_features, d, dropout) for name, d in (extra_heads or {}).items()}
+        self.heads = nn.ModuleDict(heads)
         self.freeze_batchnorm = freeze_batchnorm
 
     @property
@@ -68,6 +70,8 @@ class Embedder(nn.Module):
         ]
 
 
-def build_embedder(config: ModelConfig, *, in_chans: int, extra_heads: dict[str, int] | None = None) -> Embedder:
+def build_embedder(
+    config: ModelConfig, *, in_chans: int, extra_heads: dict[str, int] | None = None, class_slices: int = 1
+) -> Embedder:
     trunk = build_trunk(config.backbone, in_chans=in_chans, pretrained=config.pretrained, channels=config.channels)
-    return Embedder(trunk, config.embedding_dim, extra_heads, config.dropout, config.freeze_batchnorm)
+    return Embedder(trunk, config.embedding_dim, extra_heads, config.dropout, config.freeze_batchnorm, class_slices)
