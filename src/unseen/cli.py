@@ -180,7 +180,4 @@ def main() -> None:
         if isinstance(error, click.ClickException):
             error.show()
             sys.exit(2)
-        if isinstance(error, ValueError) and type(error).__name__ == "EvaluationError":
-            typer.echo(f"error: {error}", err=True)
-            sys.exit(2)
         raise

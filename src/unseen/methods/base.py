@@ -79,6 +79,10 @@ class Method(nn.Module):
         """Extra embedding heads on the trunk, name -> dimension."""
         return {}
 
+    def class_slices(self) -> int:
+        """Number of separately normalized slices of the class embedding (Divide and Conquer's learners)."""
+        return 1
+
     def sampler(self, train: Table) -> ClassBalancedBatchSampler:
         if self._sampler is None:
             s = self.config.sampler

@@ -1,8 +1,9 @@
 """The training loop: build everything from a validated config, step, log, evaluate on validation, checkpoint.
 
-Run dir: `config.yaml` (resolved), `classes.json` (label ids -> class names per split), `history.jsonl`
-(one line per logging window and per validation), `checkpoints/{last,best}.pt`, `metrics.json` (final
-validation and test metrics of the best and the last checkpoint, with the protocol).
+Run dir: `config.yaml` (resolved), `classes.json` (label ids -> class names per split), `bad_images.json`
+(image files checked and skipped, when files were read), `history.jsonl` (one line per logging window and
+per validation), `checkpoints/{last,best}.pt`, `metrics.json` (final validation and test metrics of the
+best and the last checkpoint, with the protocol).
 
 Resuming continues exactly: checkpoints are taken at epoch boundaries with the optimizer, scheduler and
 RNG states, and each epoch's batches and augmentations are a pure function of (seed, epoch).
@@ -91,14 +92,14 @@ class Components:
                         metrics=ev.metrics)
 
 
-def build_components(config: Config, splits: Splits | None = None) -> Components:
+def build_components(config: Config, splits: Splits | None = None, progress: bool = False) -> Components:
     device = resolve_device(config.train.device)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    splits = splits or build_splits(config.data)
+    splits = splits or build_splits(config.data, progress=progress)
     method = build_method(config, num_classes=splits.train.num_classes, embedding_dim=config.model.embedding_dim)
     model = build_embedder(config.model, in_chans=input_channels(splits.train, config.data.preset),
-                           extra_heads=method.extra_heads())
+                           extra_heads=method.extra_heads(), class_slices=method.class_slices())
     return Components(config, splits, model.to(device), method.to(device), device)
 
 
@@ -153,7 +154,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress
         seed_everything(config.train.seed)
-        self.c = build_components(config, splits)
+        self.c = build_components(config, splits, progress)
         self.optimizer = build_optimizer(self.c)
         self.steps_per_epoch = len(self.c.method.batches(self.c.splits.train, 0))
         planned = config.train.epochs * self.steps_per_epoch
@@ -217,7 +218,7 @@ class Trainer:
         if not self.resumed:
             (self.run_dir / "history.jsonl").unlink(missing_ok=True)
             (self.run_dir / "config.yaml").write_text(dump_config(self.config))
-            self._write_classes()
+            self._write_data_records()
         history = History(self.run_dir / "history.jsonl", keep_until_step=self.step)
         epochs = self.config.train.epochs
         while self.epoch < epochs and self.step < self.total_steps:
@@ -314,10 +315,13 @@ class Trainer:
         _write_json_atomic(self.run_dir / "metrics.json", results)
         return results
 
-    def _write_classes(self) -> None:
+    def _write_data_records(self) -> None:
+        """classes.json (label id -> class name per split) and, when files were checked, bad_images.json."""
         s = self.c.splits
         _write_json_atomic(self.run_dir / "classes.json",
                            {t.name: list(t.class_names) for t in (s.train, s.val, s.test)})
+        if s.bad_images:
+            _write_json_atomic(self.run_dir / "bad_images.json", s.bad_images)
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
