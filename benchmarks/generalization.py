@@ -1,0 +1,133 @@
+"""The generalization benchmark of ../shared/EXPERIMENTS.md: methods × base losses × seeds on Omniglot.
+
+Each cell trains `configs/omniglot/<method>.yaml` with one base loss and one seed under the same budget
+(steps, P×K batch, Adam, cosine), selects the checkpoint on validation classes, and reports test metrics
+on the 659 unseen classes. Cells already finished (their metrics.json exists) are not run again, so the
+grid can be stopped and continued. The table (mean ± std over seeds) goes to stdout and, with --table,
+replaces a Markdown file, with the command, the commit and the protocol (`--summarize-only` rebuilds it
+from finished cells).
+
+    python benchmarks/generalization.py --methods baseline,ecaml --seeds 0,1,2 --table docs/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The two base losses of the protocol: margin loss with distance-weighted sampling (D&C / MIC setting,
+# learnable per-class beta as in the MIC code) and multi-similarity with its miner.
+BASE_LOSSES: dict[str, list[str]] = {
+    "margin": ["loss.name=MarginLoss", "loss.margin=0.2", "loss.beta=1.2", "loss.learn_beta=true",
+               "miner.name=DistanceWeightedMiner", "miner.cutoff=0.5", "miner.nonzero_loss_cutoff=1.4"],
+    "multisimilarity": ["loss.name=MultiSimilarityLoss", "loss.alpha=2", "loss.beta=50", "loss.base=0.5",
+                        "miner.name=MultiSimilarityMiner", "miner.epsilon=0.1"],
+}
+COLUMNS = ["recall@1", "recall@4", "map@r", "r_precision", "nmi", "f1"]
+
+
+def cell_dir(out: Path, method: str, loss: str, seed: int) -> Path:
+    return out / f"{method}-{loss}-seed{seed}"
+
+
+def run_cell(out: Path, method: str, loss: str, seed: int, steps: int, extra: list[str]) -> None:
+    run_dir = cell_dir(out, method, loss, seed)
+    if (run_dir / "metrics.json").exists():
+        return
+    if run_dir.exists():  # an interrupted cell: continue it
+        command = [sys.executable, "-m", "unseen", "train", "--resume", str(run_dir), "--no-progress"]
+    else:
+        config = ROOT / "configs" / "omniglot" / f"{method}.yaml"
+        command = [sys.executable, "-m", "unseen", "train", str(config), *BASE_LOSSES[loss],
+                   f"train.seed={seed}", f"train.max_steps={steps}", *extra, "--out", str(run_dir), "--no-progress"]
+    print(f"[{time.strftime('%H:%M:%S')}] {method} / {loss} / seed {seed}", flush=True)
+    started = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT)
+    (run_dir / "wall_time.json").write_text(json.dumps({"seconds": time.perf_counter() - started}) + "\n")
+
+
+def summarize(out: Path, methods: list[str], losses: list[str], seeds: list[int]) -> str:
+    lines = []
+    for loss in losses:
+        lines += [f"### Base loss: {loss}", "",
+                  "| method | " + " | ".join(COLUMNS) + " | R@1 (last) | wall time / run |",
+                  "| --- |" + " --- |" * (len(COLUMNS) + 2)]
+        for method in methods:
+            runs = [cell_dir(out, method, loss, s) for s in seeds]
+            done = [r for r in runs if (r / "metrics.json").exists()]
+            if not done:
+                continue
+            metrics = [json.loads((r / "metrics.json").read_text()) for r in done]
+            cells = [_mean_std([m["test"].get(c, np.nan) for m in metrics]) for c in COLUMNS]
+            cells.append(_mean_std([m["test_last"]["recall@1"] for m in metrics]))
+            walls = [json.loads((r / "wall_time.json").read_text())["seconds"] for r in done
+                     if (r / "wall_time.json").exists()]
+            cells.append(f"{np.mean(walls) / 60:.1f} min" if walls else "–")
+            seeds_note = "" if len(done) == len(seeds) else f" ({len(done)}/{len(seeds)} seeds)"
+            lines.append(f"| {method}{seeds_note} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _mean_std(values: list[float]) -> str:
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}"
+
+
+def commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("+uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default="baseline", help="comma-separated config names in configs/omniglot")
+    parser.add_argument("--losses", default="margin,multisimilarity", help=f"of {', '.join(BASE_LOSSES)}")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "generalization")
+    parser.add_argument("--table", type=Path, help="write the Markdown table here")
+    parser.add_argument("--summarize-only", action="store_true", help="only aggregate finished cells")
+    parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every cell")
+    args = parser.parse_args()
+    methods, losses = args.methods.split(","), args.losses.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    unknown = [loss for loss in losses if loss not in BASE_LOSSES]
+    if unknown:
+        parser.error(f"--losses: unknown {unknown[0]!r}; known: {', '.join(BASE_LOSSES)}")
+    if not args.summarize_only:
+        for method in methods:
+            for loss in losses:
+                for seed in seeds:
+                    run_cell(args.out, method, loss, seed, args.steps, args.overrides)
+    table = summarize(args.out, methods, losses, seeds)
+    command = "python benchmarks/generalization.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    header = (
+        f"Command: `{command}`  \nCommit: `{commit()}`; machine: {os.cpu_count()} CPU cores.  \n"
+        f"Protocol: ../shared/EXPERIMENTS.md — Omniglot 28 px, small ConvNet, 128-d, P×K = 32×4, "
+        f"{args.steps} steps, Adam 1e-3 cosine; checkpoint selected on validation Recall@1 (15% of the training "
+        f"classes); test = 659 unseen classes; mean ± std over seeds {args.seeds}.\n\n"
+    )
+    print(header + table)
+    if args.table:  # the whole file is regenerated from the finished cells: list every method to keep
+        args.table.write_text("# Results: the generalization benchmark\n\n" + header + table)
+
+
+if __name__ == "__main__":
+    main()
