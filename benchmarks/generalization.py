@@ -22,22 +22,38 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The two base losses of the protocol: margin loss with distance-weighted sampling (D&C / MIC setting,
-# learnable per-class beta as in the MIC code) and multi-similarity with its miner.
-BASE_LOSSES: dict[str, list[str]] = {
-    "margin": ["loss.name=MarginLoss", "loss.margin=0.2", "loss.beta=1.2", "loss.learn_beta=true",
-               "miner.name=DistanceWeightedMiner", "miner.cutoff=0.5", "miner.nonzero_loss_cutoff=1.4"],
-    "multisimilarity": ["loss.name=MultiSimilarityLoss", "loss.alpha=2", "loss.beta=50", "loss.base=0.5",
-                        "miner.name=MultiSimilarityMiner", "miner.epsilon=0.1"],
+# The two base losses of the protocol, as whole `loss:` and `miner:` sections that replace the method
+# config's: margin loss with distance-weighted sampling (D&C / MIC setting, learnable per-class beta as in
+# the MIC code) and multi-similarity with its miner.
+BASE_LOSSES: dict[str, dict[str, dict]] = {
+    "margin": {
+        "loss": {"name": "MarginLoss", "margin": 0.2, "beta": 1.2, "learn_beta": True},
+        "miner": {"name": "DistanceWeightedMiner", "cutoff": 0.5, "nonzero_loss_cutoff": 1.4},
+    },
+    "multisimilarity": {
+        "loss": {"name": "MultiSimilarityLoss", "alpha": 2, "beta": 50, "base": 0.5},
+        "miner": {"name": "MultiSimilarityMiner", "epsilon": 0.1},
+    },
 }
 COLUMNS = ["recall@1", "recall@4", "map@r", "r_precision", "nmi", "f1"]
 
 
 def cell_dir(out: Path, method: str, loss: str, seed: int) -> Path:
     return out / f"{method}-{loss}-seed{seed}"
+
+
+def cell_config(out: Path, method: str, loss: str) -> Path:
+    """configs/omniglot/<method>.yaml with its loss and miner sections replaced by the base loss's."""
+    raw = yaml.safe_load((ROOT / "configs" / "omniglot" / f"{method}.yaml").read_text())
+    raw.update(BASE_LOSSES[loss])
+    path = out / "configs" / f"{method}-{loss}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
 
 
 def run_cell(out: Path, method: str, loss: str, seed: int, steps: int, extra: list[str]) -> None:
@@ -47,9 +63,9 @@ def run_cell(out: Path, method: str, loss: str, seed: int, steps: int, extra: li
     if run_dir.exists():  # an interrupted cell: continue it
         command = [sys.executable, "-m", "unseen", "train", "--resume", str(run_dir), "--no-progress"]
     else:
-        config = ROOT / "configs" / "omniglot" / f"{method}.yaml"
-        command = [sys.executable, "-m", "unseen", "train", str(config), *BASE_LOSSES[loss],
-                   f"train.seed={seed}", f"train.max_steps={steps}", *extra, "--out", str(run_dir), "--no-progress"]
+        config = cell_config(out, method, loss)
+        command = [sys.executable, "-m", "unseen", "train", str(config), f"train.seed={seed}",
+                   f"train.max_steps={steps}", *extra, "--out", str(run_dir), "--no-progress"]
     print(f"[{time.strftime('%H:%M:%S')}] {method} / {loss} / seed {seed}", flush=True)
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)

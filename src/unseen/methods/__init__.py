@@ -5,10 +5,12 @@ from __future__ import annotations
 from unseen.config import Config
 from unseen.methods.base import Batch, EpochContext, LossOutput, Method
 from unseen.methods.baseline import Baseline
+from unseen.methods.ecaml import ECAML
 from unseen.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method", key="method.name")
-METHODS.register(Baseline.name)(Baseline)
+for _method in (Baseline, ECAML):
+    METHODS.register(_method.name)(_method)
 
 
 def build_method(config: Config, *, num_classes: int, embedding_dim: int) -> Method:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from unseen.data.base import Table
 from unseen.data.samplers import BatchPlan, ClassBalancedBatchSampler
 from unseen.errors import ConfigError
 from unseen.losses.factory import build_loss, build_miner
+
+if TYPE_CHECKING:
+    from unseen.models.embedder import Embedder
 
 
 @dataclass
@@ -78,6 +81,10 @@ class Method(nn.Module):
     def extra_heads(self) -> dict[str, int]:
         """Extra embedding heads on the trunk, name -> dimension."""
         return {}
+
+    def attach(self, model: Embedder) -> None:
+        """Called once the embedder is built and placed, before the optimizer exists: a method that reuses the
+        embedder's layers keeps references here (ECAML: the metric layer W, b). Nothing by default."""
 
     def class_slices(self) -> int:
         """Number of separately normalized slices of the class embedding (Divide and Conquer's learners)."""

@@ -100,7 +100,9 @@ def build_components(config: Config, splits: Splits | None = None, progress: boo
     method = build_method(config, num_classes=splits.train.num_classes, embedding_dim=config.model.embedding_dim)
     model = build_embedder(config.model, in_chans=input_channels(splits.train, config.data.preset),
                            extra_heads=method.extra_heads(), class_slices=method.class_slices())
-    return Components(config, splits, model.to(device), method.to(device), device)
+    model, method = model.to(device), method.to(device)
+    method.attach(model)
+    return Components(config, splits, model, method, device)
 
 
 def build_optimizer(components: Components) -> torch.optim.Optimizer:
