@@ -19,6 +19,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,8 @@ def _mean_std(values: list[float]) -> str:
 
 
 def commit() -> str:
+    if os.environ.get("UNSEEN_COMMIT"):  # a copy of the tree without .git (a remote machine) says it here
+        return os.environ["UNSEEN_COMMIT"]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.strip()
@@ -120,6 +123,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "generalization")
     parser.add_argument("--table", type=Path, help="write the Markdown table here")
     parser.add_argument("--summarize-only", action="store_true", help="only aggregate finished cells")
+    parser.add_argument("--jobs", type=int, default=1, help="cells trained at once (a GPU machine with many cores)")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every cell")
     args = parser.parse_args()
     methods, losses = args.methods.split(","), args.losses.split(",")
@@ -128,17 +132,18 @@ def main() -> None:
     if unknown:
         parser.error(f"--losses: unknown {unknown[0]!r}; known: {', '.join(BASE_LOSSES)}")
     if not args.summarize_only:
-        for method in methods:
-            for loss in losses:
-                for seed in seeds:
-                    run_cell(args.out, method, loss, seed, args.steps, args.overrides)
+        cells = [(m, loss, s) for m in methods for loss in losses for s in seeds]
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each cell is its own process
+            for future in [pool.submit(run_cell, args.out, *cell, args.steps, args.overrides) for cell in cells]:
+                future.result()
     table = summarize(args.out, methods, losses, seeds)
     command = "python benchmarks/generalization.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     header = (
         f"Command: `{command}`  \nCommit: `{commit()}`; machine: {os.cpu_count()} CPU cores.  \n"
         f"Protocol: ../shared/EXPERIMENTS.md — Omniglot 28 px, small ConvNet, 128-d, P×K = 32×4, "
-        f"{args.steps} steps, Adam 1e-3 cosine; checkpoint selected on validation Recall@1 (15% of the training "
-        f"classes); test = 659 unseen classes; mean ± std over seeds {args.seeds}.\n\n"
+        f"{args.steps} steps, Adam 1e-3 cosine, {args.jobs} cell(s) at a time; checkpoint selected on "
+        f"validation Recall@1 (15% of the training classes); test = 659 unseen classes; "
+        f"mean ± std over seeds {args.seeds}.\n\n"
     )
     print(header + table)
     if args.table:  # the whole file is regenerated from the finished cells: list every method to keep

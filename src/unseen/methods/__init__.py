@@ -5,11 +5,12 @@ from __future__ import annotations
 from unseen.config import Config
 from unseen.methods.base import Batch, EpochContext, LossOutput, Method
 from unseen.methods.baseline import Baseline
+from unseen.methods.divide_conquer import DivideAndConquer
 from unseen.methods.ecaml import ECAML
 from unseen.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method", key="method.name")
-for _method in (Baseline, ECAML):
+for _method in (Baseline, ECAML, DivideAndConquer):
     METHODS.register(_method.name)(_method)
 
 

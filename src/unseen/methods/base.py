@@ -106,11 +106,14 @@ class Method(nn.Module):
     def on_epoch_start(self, ctx: EpochContext) -> None:
         """Per-epoch work such as re-clustering; nothing by default."""
 
-    def base_objective(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The configured metric loss on `embeddings`, mined by the configured miner (in fp32)."""
+    def base_objective(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, loss: nn.Module | None = None
+    ) -> torch.Tensor:
+        """The configured metric loss (or another instance of it, e.g. one per D&C learner) on `embeddings`,
+        mined by the configured miner, in fp32."""
         embeddings = embeddings.float()
         tuples = self.miner(embeddings, labels) if self.miner is not None else None
-        return self.base_loss(embeddings, labels, tuples)
+        return (loss or self.base_loss)(embeddings, labels, tuples)
 
     def loss(self, out: dict[str, torch.Tensor], batch: Batch) -> LossOutput:
         raise NotImplementedError
