@@ -48,9 +48,19 @@ def cell_dir(out: Path, method: str, loss: str, seed: int) -> Path:
 
 
 def cell_config(out: Path, method: str, loss: str) -> Path:
-    """configs/omniglot/<method>.yaml with its loss and miner sections replaced by the base loss's."""
-    raw = yaml.safe_load((ROOT / "configs" / "omniglot" / f"{method}.yaml").read_text())
+    """configs/omniglot/<name>.yaml with its loss and miner sections replaced by the base loss's.
+
+    A method is `name` or a variant `name+key=value+...` (e.g. `divide_conquer+method.num_clusters=8`)."""
+    name, *settings = method.split("+")
+    raw = yaml.safe_load((ROOT / "configs" / "omniglot" / f"{name}.yaml").read_text())
     raw.update(BASE_LOSSES[loss])
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        *sections, leaf = key.split(".")
+        node = raw
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = yaml.safe_load(value)
     path = out / "configs" / f"{method}-{loss}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

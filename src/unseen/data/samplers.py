@@ -20,13 +20,18 @@ SEED_SPACE = 2**31 - 1
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """One epoch's batches: `indices[b]` are table rows, `seeds[b]` their per-sample augmentation seeds."""
+    """One epoch's batches: `indices[b]` are table rows, `seeds[b]` their per-sample augmentation seeds, and
+    `streams[b]` names the task a batch serves (all "class" unless a method interleaves auxiliary batches)."""
 
     indices: list[np.ndarray]
     seeds: list[np.ndarray]
+    streams: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def stream(self, batch: int) -> str:
+        return "class" if self.streams is None else self.streams[batch]
 
     def items(self, start: int = 0) -> list[list[tuple[int, int]]]:
         """Batches as lists of (row, seed) pairs from batch `start` on, for a DataLoader's batch_sampler."""

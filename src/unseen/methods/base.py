@@ -28,11 +28,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class Batch:
-    """A training batch: images, labels and the rows of the train table they come from."""
+    """A training batch: images, labels, the rows of the train table they come from, and the stream (task)
+    of the method's batch plan it belongs to ("class" unless the method interleaves auxiliary batches)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     rows: torch.Tensor
+    stream: str = "class"
 
 
 @dataclass

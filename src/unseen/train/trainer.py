@@ -248,8 +248,8 @@ class Trainer:
         started, images_seen = time.perf_counter(), 0
         bar = tqdm(loader, total=steps, desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
                    disable=not self.progress, leave=False)
-        for images, labels, rows in bar:
-            batch = Batch(images.to(c.device), labels.to(c.device), rows)
+        for position, (images, labels, rows) in enumerate(bar):
+            batch = Batch(images.to(c.device), labels.to(c.device), rows, plan.stream(position))
             parts = self._step(batch)
             images_seen += len(images)
             for key, value in parts.items():
