@@ -1,9 +1,14 @@
-"""Embed a table with a model: batches through the eval transform, one named output, as a float32 array."""
+"""Embed a table with a model: batches through the eval transform, one named output, as a float32 array.
+
+Outputs are the embedder's (`class`, `features`, extra heads) or `tap:I`: the I-th intermediate feature
+map, average-pooled to a 4×4 grid and flattened (the early-layer clustering features of MIC).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -33,9 +38,20 @@ def embed_table(
     chunks = []
     try:
         for images, _, _ in tqdm(loader, desc=description, disable=not progress, leave=False):
-            chunks.append(model(images.to(device))[output].float().cpu())
+            chunks.append(_output(model, images.to(device), output).float().cpu())
     finally:
         model.train(was_training)
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(chunks).numpy()
+
+
+TAP_GRID = 4
+
+
+def _output(model: torch.nn.Module, images: torch.Tensor, output: str) -> torch.Tensor:
+    if not output.startswith("tap:"):
+        return model(images)[output]
+    maps = model(images, taps=True)["taps"]
+    index = int(output.removeprefix("tap:"))
+    return F.adaptive_avg_pool2d(maps[index], TAP_GRID).flatten(1)
