@@ -108,6 +108,10 @@ class Method(nn.Module):
     def on_epoch_start(self, ctx: EpochContext) -> None:
         """Per-epoch work such as re-clustering; nothing by default."""
 
+    def on_step(self, step: int, total_steps: int) -> None:
+        """Called before each optimizer step (0-based `step` of `total_steps`): schedules such as the DANN
+        ramp of an adversary's λ; nothing by default."""
+
     def base_objective(
         self, embeddings: torch.Tensor, labels: torch.Tensor, loss: nn.Module | None = None
     ) -> torch.Tensor:

@@ -265,6 +265,7 @@ class Trainer:
 
     def _step(self, batch: Batch) -> dict[str, float]:
         c, cfg = self.c, self.config
+        c.method.on_step(self.step, self.total_steps)
         autocast = torch.autocast(c.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
         with autocast:
             out = c.model(batch.images)
