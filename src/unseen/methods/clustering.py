@@ -8,6 +8,11 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 
+def derive_seed(*values: int) -> int:
+    """A seed in [0, 2³¹) that is a pure function of `values` (train.seed, epoch, cluster...)."""
+    return int(np.random.SeedSequence(list(values)).generate_state(1)[0] >> 1)
+
+
 def kmeans(
     x: np.ndarray, k: int, seed: int, iterations: int = 100, redo: int = 5, threads: int | None = None
 ) -> np.ndarray:

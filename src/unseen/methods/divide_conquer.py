@@ -27,12 +27,7 @@ from unseen.data.samplers import BatchPlan, ClassBalancedBatchSampler
 from unseen.errors import ConfigError
 from unseen.losses.factory import build_loss
 from unseen.methods.base import Batch, EpochContext, LossOutput, Method
-from unseen.methods.clustering import kmeans, match_clusters
-
-
-def derive_seed(*values: int) -> int:
-    """A seed in [0, 2³¹) that is a pure function of `values` (train.seed, epoch, cluster...)."""
-    return int(np.random.SeedSequence(list(values)).generate_state(1)[0] >> 1)
+from unseen.methods.clustering import derive_seed, kmeans, match_clusters
 
 
 class DivideAndConquer(Method):

@@ -1,0 +1,217 @@
+"""MIC (Roth, Brattoli, Ommer, ICCV 2019) and Sharing Matters (Milbich*, Roth*, Brattoli, Ommer, TPAMI 2020), as the
+authors' code trains them.
+
+Next to the class embedding, a second head on the same trunk (`shared`) learns characteristics shared across
+classes (pose, stroke style, background...) from an auxiliary task, and an adversarial projection decorrelates the
+two embeddings (`losses/decorrelation.py`), so the class embedding gains complementary, transferable information.
+Only the class embedding is used at test time. An epoch interleaves class steps (the configured loss on the class
+embedding, P×K class-balanced batches) with shared steps (the configured loss on the shared embedding, P groups ×
+K images), one optimizer step each, both with `decorrelation_weight` × the decorrelation loss:
+
+- `variant: mic`: a group is a surrogate class, a cluster of early-layer features with each class's mean removed
+  (faiss k-means, K = `num_shared_clusters`), re-clustered every `recluster_every` epochs on the shared embedding;
+- `variant: sharing`: a group is K random images; the triplets pull an anchor to its group mates (mostly other
+  classes) and push it from distance-weighted negatives of other groups and classes (`methods/surrogate.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+
+from unseen.config import Config
+from unseen.data.base import Table
+from unseen.data.samplers import SEED_SPACE, BatchPlan
+from unseen.errors import ConfigError
+from unseen.losses.decorrelation import Decorrelation
+from unseen.losses.factory import build_loss
+from unseen.methods.base import Batch, EpochContext, LossOutput, Method
+from unseen.methods.clustering import derive_seed, kmeans, match_clusters
+from unseen.methods.surrogate import (
+    group_labels,
+    random_group_batches,
+    shared_feature_triplets,
+    subtract_class_means,
+    surrogate_batches,
+)
+from unseen.models.embedder import Embedder
+
+# Keys that only MIC's clustering uses; setting one under `variant: sharing` is an error.
+MIC_KEYS = frozenset({"num_shared_clusters", "recluster_every", "random_cluster_p", "cluster_tap",
+                      "kmeans_iterations", "kmeans_redo"})
+# Probability of a shared step per iteration when `shared_task_p` is not set (MIC's CUB/Cars runs; Sharing's code).
+SHARED_TASK_P = {"mic": 0.8, "sharing": 1.0}
+SCHEDULE_STREAM, AUXILIARY_STREAM = 1, 2  # seed-sequence tags of the epoch's random draws
+
+
+class Sharing(Method):
+    name = "sharing"
+
+    class Params(Method.Params):
+        variant: Literal["mic", "sharing"] = Field(
+            "mic", description="mic: surrogate labels by clustering; sharing: random groups, Sharing-Matters triplets")
+        shared_dim: PositiveInt = Field(128, description="dimension of the shared embedding (both papers: 128)")
+        decorrelation_weight: float = Field(500.0, ge=0, description="γ of the decorrelation (code: adv_weights, disw)")
+        projection_hidden_dim: PositiveInt = Field(512, description="hidden width of the projection R")
+        projection_lr: PositiveFloat | None = Field(None, description="lr of R; null: optimizer.lr")
+        projection_weight_decay: float = Field(1e-6, ge=0, description="weight decay of R (code: 1e-6)")
+        loss_lr: PositiveFloat | None = Field(
+            None, description="lr of the losses' own parameters (margins β, proxies); null: optimizer.lr")
+        class_task_p: float = Field(1.0, ge=0, le=1, description="fraction of iterations with a class step")
+        shared_task_p: float | None = Field(
+            None, ge=0, le=1, description="fraction of iterations with a shared step; null: 0.8 (mic), 1.0 (sharing)")
+        num_shared_clusters: PositiveInt = Field(30, description="mic: surrogate classes (k-means K)")
+        recluster_every: PositiveInt = Field(4, description="mic: epochs between clusterings of the shared embedding")
+        random_cluster_p: float = Field(0.2, ge=0, le=1, description="mic: share of aux images from another cluster")
+        cluster_tap: NonNegativeInt = Field(
+            0, description="mic: intermediate map of the first clustering (0: ConvNet block0; 1: ResNet layer1)")
+        kmeans_iterations: PositiveInt = Field(20, description="mic: Lloyd iterations (code: 20)")
+        kmeans_redo: PositiveInt = Field(1, description="mic: k-means runs, the best kept (code: 1)")
+
+    def __init__(self, config: Config, *, num_classes: int, embedding_dim: int) -> None:
+        super().__init__(config, num_classes=num_classes, embedding_dim=embedding_dim)
+        p = self.params
+        if p.variant == "sharing" and (misplaced := sorted(MIC_KEYS & p.model_fields_set)):
+            raise ConfigError(f"method.{misplaced[0]}: only for variant 'mic' (variant 'sharing' does not cluster)")
+        if p.class_task_p + self.shared_task_p == 0:
+            raise ConfigError("method.class_task_p and method.shared_task_p are both 0: an epoch would have no steps")
+        surrogate_classes = p.num_shared_clusters if p.variant == "mic" else config.sampler.classes_per_batch
+        # Built under a forked RNG so the trunk and the class head start as the baseline's.
+        with torch.random.fork_rng(devices=[]):
+            self.decorrelation = Decorrelation(p.shared_dim, embedding_dim, p.projection_hidden_dim)
+            self.shared_loss = build_loss(config.loss.name, config.loss.kwargs, num_classes=surrogate_classes,
+                                          embedding_dim=p.shared_dim)
+        self.assignment: np.ndarray | None = None  # MIC: surrogate class of each train row; saved by get_extra_state
+        self.last_clustering_seconds: float | None = None
+        self._report_clustering = False
+
+    @property
+    def shared_task_p(self) -> float:
+        p = self.params
+        return SHARED_TASK_P[p.variant] if p.shared_task_p is None else p.shared_task_p
+
+    def extra_heads(self) -> dict[str, int]:
+        return {"shared": self.params.shared_dim}
+
+    def attach(self, model: Embedder) -> None:
+        """Check that the trunk has the intermediate map MIC clusters first."""
+        stages = model.trunk.stage_names
+        if self.params.variant == "mic" and self.params.cluster_tap >= len(stages):
+            raise ConfigError(f"method.cluster_tap: {self.params.cluster_tap}, but the backbone has {len(stages)} "
+                              f"intermediate maps ({', '.join(stages)}: 0 to {len(stages) - 1})")
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """The losses' own parameters (`loss_lr`, no weight decay) and the projection R (`projection_lr`,
+        `projection_weight_decay`)."""
+        p = self.params
+        losses = [q for q in [*self.base_loss.parameters(), *self.shared_loss.parameters()] if q.requires_grad]
+        groups = [{"name": "method", "params": losses, "lr": p.loss_lr or lr, "weight_decay": 0.0}] if losses else []
+        return [*groups, {"name": "projection", "params": list(self.decorrelation.parameters()),
+                          "lr": p.projection_lr or lr, "weight_decay": p.projection_weight_decay}]
+
+    # -- surrogate labels (MIC) --------------------------------------------------------------------
+    def on_epoch_start(self, ctx: EpochContext) -> None:
+        """MIC: cluster class-normalized early-layer features at the first epoch, the shared embedding every
+        `recluster_every` epochs after (new clusters take the ids of the old ones they match)."""
+        p = self.params
+        current = self.assignment is not None and len(self.assignment) == len(ctx.train)
+        if p.variant != "mic" or (current and ctx.epoch % p.recluster_every):
+            return
+        started = time.perf_counter()
+        if current:
+            vectors = ctx.embed("shared")  # unit norm, no class normalization (the code)
+        else:
+            features = ctx.embed(f"tap:{p.cluster_tap}")
+            features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+            vectors = subtract_class_means(features, ctx.train.labels)
+        new = kmeans(vectors, p.num_shared_clusters, seed=derive_seed(ctx.seed, ctx.epoch),
+                     iterations=p.kmeans_iterations, redo=p.kmeans_redo, threads=torch.get_num_threads())
+        self.assignment = match_clusters(self.assignment, new)[new] if current else new
+        self.last_clustering_seconds = time.perf_counter() - started
+        self._report_clustering = True
+
+    def get_extra_state(self) -> dict:
+        return {"assignment": None if self.assignment is None else torch.from_numpy(self.assignment)}
+
+    def set_extra_state(self, state: dict) -> None:
+        assignment = state["assignment"]
+        self.assignment = None if assignment is None else assignment.numpy().astype(np.int64)
+
+    # -- batches -----------------------------------------------------------------------------------
+    def batches(self, train: Table, epoch: int) -> BatchPlan:
+        """Iteration i of the default stream's iterations gives a class step (its class batch i), then a shared
+        step; round(p·iterations) iterations of each task, chosen at random, do. Which ones is a pure function of
+        (train.seed, epoch), so the plan's length is known before any clustering; the shared batches are surrogate
+        groups (MIC, once clustered) or random groups (Sharing, and MIC's sizing call before its first clustering)."""
+        p, s, seed = self.params, self.config.sampler, self.config.train.seed
+        sampler = self.sampler(train)
+        classes = sampler.epoch(epoch)
+        steps = task_steps(len(sampler), (p.class_task_p, self.shared_task_p),
+                           np.random.default_rng([seed, epoch, SCHEDULE_STREAM]))
+        count = sum(task == "shared" for task, _ in steps)
+        rng = np.random.default_rng([seed, epoch, AUXILIARY_STREAM])
+        if p.variant == "mic" and self.assignment is not None:
+            if len(self.assignment) != len(train):
+                raise ValueError(f"sharing: clustered {len(self.assignment)} rows, asked for batches of {len(train)}")
+            shared = surrogate_batches(self.assignment, s.classes_per_batch, s.samples_per_class, count,
+                                       p.random_cluster_p, rng)
+        else:
+            shared = random_group_batches(len(train), s.classes_per_batch, s.samples_per_class, count, rng)
+        shared_seeds = list(rng.integers(0, SEED_SPACE, size=(count, s.classes_per_batch * s.samples_per_class)))
+        indices, seeds, streams, taken = [], [], [], 0
+        for task, i in steps:
+            if task == "class":
+                indices.append(classes.indices[i])
+                seeds.append(classes.seeds[i])
+            else:
+                indices.append(shared[taken])
+                seeds.append(shared_seeds[taken])
+                taken += 1
+            streams.append(task)
+        return BatchPlan(indices, seeds, streams)
+
+    # -- loss --------------------------------------------------------------------------------------
+    def loss(self, out: dict[str, torch.Tensor], batch: Batch) -> LossOutput:
+        """The batch's task loss + decorrelation_weight × the decorrelation of the two embeddings."""
+        parts: dict[str, float] = {}
+        if self._report_clustering:
+            parts["clustering_s"] = float(self.last_clustering_seconds or 0.0)
+            self._report_clustering = False
+        if batch.stream == "class":
+            name, task = "base", self.base_objective(out["class"], batch.labels)
+        elif batch.stream == "shared":
+            name, task = "shared", self.shared_objective(out["shared"], batch)
+        else:
+            raise ValueError(f"sharing: unknown batch stream {batch.stream!r} (expected 'class' or 'shared')")
+        decorrelation = self.decorrelation(out["class"], out["shared"])
+        total = task + self.params.decorrelation_weight * decorrelation
+        return LossOutput(total, {name: float(task.detach()), "decorrelation": float(decorrelation.detach()),
+                                  **parts})
+
+    def shared_objective(self, embeddings: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The shared task's instance of the configured loss on a batch of P groups × K images: MIC with the
+        configured miner on surrogate labels; Sharing with its own triplets (group id = position of the group)."""
+        rows = batch.rows.cpu().numpy()
+        size = self.config.sampler.samples_per_class
+        if self.params.variant == "mic":
+            if self.assignment is None:
+                raise RuntimeError("sharing (mic): loss asked for before on_epoch_start clustered the train set")
+            labels = torch.from_numpy(group_labels(self.assignment, rows, size)).to(embeddings.device)
+            return self.base_objective(embeddings, labels, self.shared_loss)
+        embeddings = embeddings.float()
+        groups = torch.arange(len(rows), device=embeddings.device) // size
+        rng = np.random.default_rng([self.config.train.seed, *rows.tolist()])  # reproducible, leaves the global RNG
+        return self.shared_loss(embeddings, groups, shared_feature_triplets(embeddings, groups, batch.labels, rng))
+
+
+def task_steps(iterations: int, probabilities: tuple[float, float], rng: np.random.Generator) -> list[tuple[str, int]]:
+    """The epoch's optimizer steps as (task, iteration), in order: at iteration i the class step, then the shared
+    step, for round(p·iterations) iterations of each task drawn without replacement (a fixed count, so every epoch
+    has the same length; MIC's code flips a coin per iteration)."""
+    chosen = [set(rng.choice(iterations, size=round(p * iterations), replace=False).tolist()) for p in probabilities]
+    return [(task, i) for i in range(iterations) for task, members in zip(("class", "shared"), chosen, strict=True)
+            if i in members]
