@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StrictInt, ValidationError, field_validator
 
 from unseen.errors import ConfigError
 
@@ -55,6 +55,15 @@ class ModelConfig(Section):
     channels: tuple[PositiveInt, ...] = Field((32, 64, 128, 256), description="ConvNet widths, one per block")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     freeze_batchnorm: bool = False
+    taps: tuple[str | StrictInt, ...] = Field(
+        (), description="intermediate stages (names or indices) pooled into the heads' input; empty: the last map only"
+    )
+    attention: Literal["none", "spatial", "spatial+channel"] = Field(
+        "spatial", description="how each tap is pooled: plain average, spatial attention, or SE channel + spatial"
+    )
+    attention_normalization: Literal["softmax", "sigmoid"] = Field(
+        "softmax", description="spatial weights: softmax over positions, or sigmoid scores divided by their sum"
+    )
 
 
 class LossConfig(OpenSection):

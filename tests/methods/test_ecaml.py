@@ -176,3 +176,12 @@ def test_ecaml_composes_with_base_losses_in_a_real_forward_backward_step(name):
     assert all(p.grad is not None for p in method.parameters())  # MarginLoss's learnable beta
     optimizer.step()
     assert not torch.equal(before, model.heads["class"].linear.weight)
+
+
+def test_ecaml_refuses_a_tapped_model():
+    from unseen.config import load_config
+    from unseen.errors import ConfigError
+    from unseen.train.inference import check_config
+
+    with pytest.raises(ConfigError, match=r"method \(ecaml\): model\.taps is not supported"):
+        check_config(load_config(None, ["method.name=ecaml", "model.taps=[block1]"]))

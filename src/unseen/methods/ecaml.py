@@ -17,6 +17,7 @@ from pydantic import Field, PositiveInt
 from torch import nn
 
 from unseen.config import Config, Section
+from unseen.errors import ConfigError
 from unseen.losses.energy_confusion import confusion_energy, different_class_pairs, row_norm_penalty
 from unseen.methods.base import Batch, LossOutput, Method
 from unseen.models.embedder import Embedder
@@ -43,6 +44,9 @@ class ECAML(Method):
     def attach(self, model: Embedder) -> None:
         """Keep a reference to the embedder's metric layer W, b (its `class` head); the embedder owns and
         optimizes it, so it is not registered as a submodule here (no duplicate parameters or checkpoint keys)."""
+        if model.taps:
+            raise ConfigError("method (ecaml): model.taps is not supported: the confusion term applies the class "
+                              "head's W to the pooled last map, which a tapped head does not read alone")
         object.__setattr__(self, "_metric_layer", model.heads["class"].linear)
 
     @property

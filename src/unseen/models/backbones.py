@@ -1,5 +1,6 @@
 """Trunks with one surface, whatever their origin: `num_features`, `forward_features` (last feature map),
-`forward_intermediates` (one map per stage), `stage_names`.
+`forward_intermediates` (one map per stage, timm's signature), `stage_names` and `stage_channels` (one per stage).
+Intermediate taps are chosen by stage name or index (`resolve_taps`).
 
 - `convnet`: a small ConvNet for small images (Omniglot at 28–105 px), one conv-BN-ReLU-pool block per width.
 - any other name: a `timm` model (`resnet50`, `tf_efficientnet_lite0`, ...). Pretrained weights come from
@@ -38,14 +39,22 @@ class ConvNet(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.num_features = width
         self.stage_names = tuple(f"block{i}" for i in range(len(channels)))
+        self.stage_channels = tuple(channels)
         self.pretrained_cfg: dict[str, object] = {}
 
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: Sequence[int] | None = None, intermediates_only: bool = True
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The output of each block in `indices` (default: all); with `intermediates_only=False` also the last map,
+        as `(last, maps)` (timm's convention). Blocks after the last index needed are not run."""
+        wanted = range(len(self.blocks)) if indices is None else indices
+        depth = len(self.blocks) if not intermediates_only else max(wanted, default=-1) + 1
         maps = []
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks[:depth]):
             x = block(x)
-            maps.append(x)
-        return maps
+            if i in wanted:
+                maps.append(x)
+        return maps if intermediates_only else (x, maps)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -68,13 +77,19 @@ class TimmTrunk(nn.Module):
         self.num_features = self.model.num_features
         self.pretrained_cfg = dict(getattr(self.model, "pretrained_cfg", {}) or {})
         self.stage_names = tuple(info["module"] for info in self.model.feature_info)
+        self.stage_channels = tuple(info["num_chs"] for info in self.model.feature_info)
         if pretrained is True:
             load_hub_weights(self.model, name, in_chans)
         elif isinstance(pretrained, str) and pretrained:
             load_local_weights(self.model, Path(pretrained))
 
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.model.forward_intermediates(x, intermediates_only=True)
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: Sequence[int] | None = None, intermediates_only: bool = True
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """As ConvNet's: the maps of the stages in `indices` (default: all), and with `intermediates_only=False`
+        `(last, maps)` where `last` is `forward_features`' map (after a final 1×1 head conv, e.g. EfficientNet's)."""
+        indices = list(indices) if indices is not None else None
+        return self.model.forward_intermediates(x, indices=indices, intermediates_only=intermediates_only)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(x)
@@ -89,6 +104,23 @@ def build_trunk(
             raise ConfigError("model.pretrained: the small 'convnet' has no pretrained weights; set it to false")
         return ConvNet(in_chans, channels)
     return TimmTrunk(name, in_chans=in_chans, pretrained=pretrained)
+
+
+def resolve_taps(stage_names: Sequence[str], taps: Sequence[str | int]) -> tuple[int, ...]:
+    """Stage indices of `taps` (stage names, or indices counted from 0, negative from the end), in stage order."""
+    count = len(stage_names)
+    known = f"known: {', '.join(stage_names)} (or an index {-count}..{count - 1})"
+    indices: list[int] = []
+    for tap in taps:
+        if isinstance(tap, str) and tap not in stage_names:
+            raise ConfigError(f"model.taps: unknown stage '{tap}'; {known}")
+        if isinstance(tap, int) and not -count <= tap < count:
+            raise ConfigError(f"model.taps: stage index {tap} out of range; {known}")
+        index = stage_names.index(tap) if isinstance(tap, str) else tap % count
+        if index in indices:
+            raise ConfigError(f"model.taps: stage '{stage_names[index]}' is listed twice")
+        indices.append(index)
+    return tuple(sorted(indices))
 
 
 def offline() -> bool:

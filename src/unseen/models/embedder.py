@@ -2,16 +2,23 @@
 
 `features`: the trunk's globally average-pooled last map (B×F); `class`: the class embedding (B×D,
 unit norm), the only output used at test time; one more entry per extra head a method asks for
-(`shared`: B×D'); `taps`: the intermediate maps, when asked for.
+(`shared`: B×D'); `taps`: every stage's map, when asked for.
+
+With intermediate taps (`model.taps`, Al-Kaabi et al. 2021) the heads read the fusion
+[pool(tap₁), …, pool(tapₙ), features] (B×(C₁+…+Cₙ+F)), each tap pooled by its own attention
+(`models/attention.py`); `features` stays the plain pooled last map. Without taps the heads read `features`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from unseen.config import ModelConfig
-from unseen.models.backbones import build_trunk
+from unseen.models.attention import Attention, AttentionPool, Normalization
+from unseen.models.backbones import build_trunk, resolve_taps
 from unseen.models.heads import EmbeddingHead
 
 
@@ -24,13 +31,21 @@ class Embedder(nn.Module):
         dropout: float = 0.0,
         freeze_batchnorm: bool = False,
         class_slices: int = 1,
+        taps: Sequence[int] = (),
+        attention: Attention = "spatial",
+        attention_normalization: Normalization = "softmax",
     ) -> None:
         super().__init__()
         self.trunk = trunk
         self.num_features: int = trunk.num_features
-        heads = {"class": EmbeddingHead(self.num_features, embedding_dim, dropout, slices=class_slices)}
-        heads |= {name: EmbeddingHead(self.num_features, d, dropout) for name, d in (extra_heads or {}).items()}
+        self.taps = tuple(taps)
+        fused = self.num_features + sum(trunk.stage_channels[i] for i in self.taps)
+        heads = {"class": EmbeddingHead(fused, embedding_dim, dropout, slices=class_slices)}
+        heads |= {name: EmbeddingHead(fused, d, dropout) for name, d in (extra_heads or {}).items()}
         self.heads = nn.ModuleDict(heads)
+        self.attention = nn.ModuleList(
+            AttentionPool(trunk.stage_channels[i], attention, attention_normalization) for i in self.taps
+        )
         self.freeze_batchnorm = freeze_batchnorm
 
     @property
@@ -38,17 +53,24 @@ class Embedder(nn.Module):
         return self.heads["class"].linear.out_features
 
     def forward(self, images: torch.Tensor, taps: bool = False) -> dict[str, torch.Tensor]:
+        """Named outputs; `taps=True` adds `taps`, the list of every stage's map (one pass through the trunk)."""
         out: dict[str, torch.Tensor] = {}
-        if taps:
-            maps = self.trunk.forward_intermediates(images)
-            out["taps"] = maps  # type: ignore[assignment]
-            last = maps[-1]
+        tapped: list[torch.Tensor] = []
+        if taps or self.taps:
+            last, maps = self.trunk.forward_intermediates(
+                images, indices=None if taps else self.taps, intermediates_only=False
+            )
+            if taps:
+                out["taps"] = maps  # type: ignore[assignment]
+            tapped = [maps[i] for i in self.taps] if taps else maps
         else:
             last = self.trunk.forward_features(images)
         features = last.mean(dim=(-2, -1))
         out["features"] = features
+        pooled = [pool(tap) for pool, tap in zip(self.attention, tapped, strict=True)]
+        fused = torch.cat([*pooled, features], dim=1) if pooled else features
         for name, head in self.heads.items():
-            out[name] = head(features)
+            out[name] = head(fused)
         return out
 
     def train(self, mode: bool = True) -> Embedder:
@@ -62,16 +84,23 @@ class Embedder(nn.Module):
         return self
 
     def param_groups(self, lr: float, backbone_lr: float | None, weight_decay: float) -> list[dict]:
-        """Trunk and heads as separate optimizer groups, each named."""
-        return [
+        """Trunk, heads and (with taps) the attention pools as separate optimizer groups, each named; the new
+        layers (heads, attention) at `lr`, the trunk at `backbone_lr`."""
+        groups = [
             {"name": "backbone", "params": list(self.trunk.parameters()), "lr": backbone_lr or lr,
              "weight_decay": weight_decay},
             {"name": "heads", "params": list(self.heads.parameters()), "lr": lr, "weight_decay": weight_decay},
         ]
+        attention = list(self.attention.parameters())
+        if attention:
+            groups.append({"name": "attention", "params": attention, "lr": lr, "weight_decay": weight_decay})
+        return groups
 
 
 def build_embedder(
     config: ModelConfig, *, in_chans: int, extra_heads: dict[str, int] | None = None, class_slices: int = 1
 ) -> Embedder:
     trunk = build_trunk(config.backbone, in_chans=in_chans, pretrained=config.pretrained, channels=config.channels)
-    return Embedder(trunk, config.embedding_dim, extra_heads, config.dropout, config.freeze_batchnorm, class_slices)
+    return Embedder(trunk, config.embedding_dim, extra_heads, config.dropout, config.freeze_batchnorm, class_slices,
+                    taps=resolve_taps(trunk.stage_names, config.taps), attention=config.attention,
+                    attention_normalization=config.attention_normalization)

@@ -48,7 +48,9 @@ def load_run(
 
 def check_config(config: Config) -> None:
     """Build what a config names that needs no data (loss, miner, method, backbone) to catch errors early."""
-    from unseen.models.backbones import build_trunk
+    from unseen.models.embedder import build_embedder
 
-    build_method(config, num_classes=2, embedding_dim=config.model.embedding_dim)
-    build_trunk(config.model.backbone, in_chans=3, pretrained=False, channels=config.model.channels)
+    method = build_method(config, num_classes=2, embedding_dim=config.model.embedding_dim)
+    model = build_embedder(config.model.model_copy(update={"pretrained": False}), in_chans=3,
+                           extra_heads=method.extra_heads(), class_slices=method.class_slices())
+    method.attach(model)

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from unseen.config import Config, dump_config, load_config
+from unseen.config import Config, dump_config, load_config, validate_config
 from unseen.data import build_splits
 from unseen.data.base import Splits, Table
 from unseen.data.dataset import ImageDataset
@@ -197,7 +197,7 @@ class Trainer:
         return state
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        if state["config"] != self.config.to_dict():
+        if validate_config(state["config"]).to_dict() != self.config.to_dict():  # defaults added since count as set
             raise CheckpointError(f"{self.run_dir}/checkpoints/last.pt: its config differs from config.yaml")
         try:
             self.c.model.load_state_dict(state["model"])
