@@ -140,7 +140,10 @@ class _Scorer:
         """Approximate similarities (chunk × gallery): bf16 inputs, float32 accumulation."""
         query_approx = query.to(self.approx_t.dtype)
         if query_approx.is_cuda:
-            return torch.mm(query_approx, self.approx_t, out_dtype=torch.float32)
+            try:
+                return torch.mm(query_approx, self.approx_t, out_dtype=torch.float32)
+            except TypeError:  # torch before out_dtype: a bf16 output, whose rounding the bound covers (u)
+                pass
         return query_approx @ self.approx_t
 
     def error_bound(self, query: torch.Tensor) -> torch.Tensor:
