@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import unseen.methods.divide_conquer as divide_conquer
+import unseen.methods.clustering as clustering
 import unseen.train.trainer as trainer_module
 from unseen.config import load_config
 from unseen.data.base import Splits, table_from_labels
@@ -206,7 +206,7 @@ def test_clustering_is_deterministic_matched_and_reported_once(monkeypatch):
     kept = first.assignment.copy()
     first.on_epoch_start(context(1, train, -features))  # not a clustering epoch
     assert np.array_equal(first.assignment, kept)
-    monkeypatch.setattr(divide_conquer, "kmeans", lambda *args, **kwargs: 1 - kept)  # the same clusters, renamed
+    monkeypatch.setattr(clustering, "kmeans", lambda *args, **kwargs: 1 - kept)  # the same clusters, renamed
     first.on_epoch_start(context(2, train, features))
     assert np.array_equal(first.assignment, kept)
 

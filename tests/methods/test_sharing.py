@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import unseen.methods.sharing as sharing
+import unseen.methods.clustering as clustering
 import unseen.train.trainer as trainer_module
 from unseen.config import load_config
 from unseen.data.base import Splits, table_from_labels
@@ -87,7 +87,7 @@ def test_mic_clusters_class_normalized_early_features_then_the_shared_embedding(
     def context(epoch):
         return EpochContext(epoch, train, 0, embed=lambda output: asked.append(output) or outputs[output])
 
-    monkeypatch.setattr(sharing, "kmeans", fake_kmeans)
+    monkeypatch.setattr(clustering, "kmeans", fake_kmeans)
     method.on_epoch_start(context(0))
     assert asked == ["tap:0"]
     unit = outputs["tap:0"] / np.linalg.norm(outputs["tap:0"], axis=1, keepdims=True)

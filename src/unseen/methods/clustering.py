@@ -3,8 +3,11 @@ clusterings of the same samples (so that cluster c keeps roughly the same data a
 
 from __future__ import annotations
 
+import time
+
 import faiss
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 
 
@@ -57,3 +60,36 @@ def match_clusters(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     permutation = np.empty(k, dtype=np.int64)
     permutation[new_ids] = old_ids
     return permutation
+
+
+class ClusteredRows:
+    """Mixin for methods (nn.Modules) that keep a cluster id per train row (D&C's learners, MIC's surrogate
+    classes). `recluster` runs the seeded k-means and keeps ids stable across re-clusterings of the same rows
+    (Hungarian matching); the ids travel in the checkpoint; `clustering_report` gives the time once."""
+
+    assignment: np.ndarray | None = None
+    last_clustering_seconds: float | None = None
+    _report_clustering: bool = False
+
+    def recluster(self, vectors: np.ndarray, k: int, *, seed: int, iterations: int, redo: int, started: float) -> None:
+        """Cluster `vectors` (one row per train row) into k; `started` is when the embedding began (perf_counter)."""
+        new = kmeans(vectors, k, seed=seed, iterations=iterations, redo=redo, threads=torch.get_num_threads())
+        if self.assignment is not None and len(self.assignment) == len(new):
+            new = match_clusters(self.assignment, new)[new]
+        self.assignment = new
+        self.last_clustering_seconds = time.perf_counter() - started
+        self._report_clustering = True
+
+    def clustering_report(self) -> dict[str, float]:
+        """{"clustering_s": seconds} after a clustering, for the next step's logged parts; then {}."""
+        if not self._report_clustering:
+            return {}
+        self._report_clustering = False
+        return {"clustering_s": float(self.last_clustering_seconds or 0.0)}
+
+    def get_extra_state(self) -> dict:
+        return {"assignment": None if self.assignment is None else torch.from_numpy(self.assignment)}
+
+    def set_extra_state(self, state: dict) -> None:
+        assignment = state["assignment"]
+        self.assignment = None if assignment is None else assignment.numpy().astype(np.int64)

@@ -27,10 +27,10 @@ from unseen.data.samplers import BatchPlan, ClassBalancedBatchSampler
 from unseen.errors import ConfigError
 from unseen.losses.factory import build_loss
 from unseen.methods.base import Batch, EpochContext, LossOutput, Method
-from unseen.methods.clustering import derive_seed, kmeans, match_clusters
+from unseen.methods.clustering import ClusteredRows, derive_seed
 
 
-class DivideAndConquer(Method):
+class DivideAndConquer(ClusteredRows, Method):
     name = "divide_conquer"
 
     class Params(Method.Params):
@@ -62,10 +62,7 @@ class DivideAndConquer(Method):
                 build_loss(config.loss.name, config.loss.kwargs, num_classes=num_classes, embedding_dim=self.slice_dim)
                 for _ in range(p.num_clusters if p.num_clusters > 1 else 0)
             )
-        self.assignment: np.ndarray | None = None  # cluster of each train row; saved by get_extra_state
         self.epoch = 0
-        self.last_clustering_seconds: float | None = None
-        self._report_clustering = False
 
     # -- phases ------------------------------------------------------------------------------------
     def class_slices(self) -> int:
@@ -94,20 +91,8 @@ class DivideAndConquer(Method):
         vectors = ctx.embed("features" if p.cluster_on == "penultimate" else "class")
         if p.cluster_on == "penultimate":  # the code clusters the L2-normalized pooled features
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        new = kmeans(vectors, p.num_clusters, seed=derive_seed(ctx.seed, ctx.epoch), iterations=p.kmeans_iterations,
-                     redo=p.kmeans_redo, threads=torch.get_num_threads())  # train.threads, when set
-        if self.assignment is not None and len(self.assignment) == len(new):
-            new = match_clusters(self.assignment, new)[new]
-        self.assignment = new
-        self.last_clustering_seconds = time.perf_counter() - started
-        self._report_clustering = True
-
-    def get_extra_state(self) -> dict:
-        return {"assignment": None if self.assignment is None else torch.from_numpy(self.assignment)}
-
-    def set_extra_state(self, state: dict) -> None:
-        assignment = state["assignment"]
-        self.assignment = None if assignment is None else assignment.numpy().astype(np.int64)
+        self.recluster(vectors, p.num_clusters, seed=derive_seed(ctx.seed, ctx.epoch), iterations=p.kmeans_iterations,
+                       redo=p.kmeans_redo, started=started)
 
     # -- batches -----------------------------------------------------------------------------------
     def batches(self, train: Table, epoch: int) -> BatchPlan:
@@ -155,10 +140,7 @@ class DivideAndConquer(Method):
         return int(clusters[0])
 
     def loss(self, out: dict[str, torch.Tensor], batch: Batch) -> LossOutput:
-        parts: dict[str, float] = {}
-        if self._report_clustering:
-            parts["clustering_s"] = float(self.last_clustering_seconds or 0.0)
-            self._report_clustering = False
+        parts = self.clustering_report()
         if self.sliced(self.epoch):
             c = self.cluster_of(batch.rows)
             piece = F.normalize(out["class"][:, c * self.slice_dim : (c + 1) * self.slice_dim].float(), dim=-1)

@@ -30,7 +30,7 @@ from unseen.errors import ConfigError
 from unseen.losses.decorrelation import Decorrelation
 from unseen.losses.factory import build_loss
 from unseen.methods.base import Batch, EpochContext, LossOutput, Method
-from unseen.methods.clustering import derive_seed, kmeans, match_clusters
+from unseen.methods.clustering import ClusteredRows, derive_seed
 from unseen.methods.surrogate import (
     group_labels,
     random_group_batches,
@@ -48,7 +48,7 @@ SHARED_TASK_P = {"mic": 0.8, "sharing": 1.0}
 SCHEDULE_STREAM, AUXILIARY_STREAM = 1, 2  # seed-sequence tags of the epoch's random draws
 
 
-class Sharing(Method):
+class Sharing(ClusteredRows, Method):
     name = "sharing"
 
     class Params(Method.Params):
@@ -85,9 +85,6 @@ class Sharing(Method):
             self.decorrelation = Decorrelation(p.shared_dim, embedding_dim, p.projection_hidden_dim)
             self.shared_loss = build_loss(config.loss.name, config.loss.kwargs, num_classes=surrogate_classes,
                                           embedding_dim=p.shared_dim)
-        self.assignment: np.ndarray | None = None  # MIC: surrogate class of each train row; saved by get_extra_state
-        self.last_clustering_seconds: float | None = None
-        self._report_clustering = False
 
     @property
     def shared_task_p(self) -> float:
@@ -128,18 +125,8 @@ class Sharing(Method):
             features = ctx.embed(f"tap:{p.cluster_tap}")
             features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
             vectors = subtract_class_means(features, ctx.train.labels)
-        new = kmeans(vectors, p.num_shared_clusters, seed=derive_seed(ctx.seed, ctx.epoch),
-                     iterations=p.kmeans_iterations, redo=p.kmeans_redo, threads=torch.get_num_threads())
-        self.assignment = match_clusters(self.assignment, new)[new] if current else new
-        self.last_clustering_seconds = time.perf_counter() - started
-        self._report_clustering = True
-
-    def get_extra_state(self) -> dict:
-        return {"assignment": None if self.assignment is None else torch.from_numpy(self.assignment)}
-
-    def set_extra_state(self, state: dict) -> None:
-        assignment = state["assignment"]
-        self.assignment = None if assignment is None else assignment.numpy().astype(np.int64)
+        self.recluster(vectors, p.num_shared_clusters, seed=derive_seed(ctx.seed, ctx.epoch),
+                       iterations=p.kmeans_iterations, redo=p.kmeans_redo, started=started)
 
     # -- batches -----------------------------------------------------------------------------------
     def batches(self, train: Table, epoch: int) -> BatchPlan:
@@ -177,10 +164,7 @@ class Sharing(Method):
     # -- loss --------------------------------------------------------------------------------------
     def loss(self, out: dict[str, torch.Tensor], batch: Batch) -> LossOutput:
         """The batch's task loss + decorrelation_weight × the decorrelation of the two embeddings."""
-        parts: dict[str, float] = {}
-        if self._report_clustering:
-            parts["clustering_s"] = float(self.last_clustering_seconds or 0.0)
-            self._report_clustering = False
+        parts = self.clustering_report()
         if batch.stream == "class":
             name, task = "base", self.base_objective(out["class"], batch.labels)
         elif batch.stream == "shared":
