@@ -2,16 +2,15 @@ import copy
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from unseen.config import load_config
-from unseen.data.base import Splits, table_from_labels
+from unseen.data.base import Splits
 from unseen.errors import ConfigError
 from unseen.losses.grl import dann_schedule
-from unseen.methods import METHODS, Batch
+from unseen.methods import Batch
 from unseen.methods.baseline import Baseline
 from unseen.methods.class_adversarial import ClassAdversarial
 from unseen.models.backbones import ConvNet, build_trunk, resolve_taps
@@ -193,23 +192,10 @@ TINY = ["model.channels=[4,8,8]", "model.embedding_dim=8", "data.image_size=12",
         "evaluation.recall_at=[1,2]", "evaluation.metrics=[recall,map@r]"]
 
 
-@pytest.fixture
-def registered(monkeypatch):
-    """The method under its name, whether or not methods/__init__.py registers it already."""
-    monkeypatch.setitem(METHODS._entries, ClassAdversarial.name, ClassAdversarial)
-
-
-def pattern_table(num_classes, per_class, seed, name, offset=0):
-    """12×12 grayscale images: a fixed random pattern per class plus per-image noise."""
-    rng = np.random.default_rng(seed)
-    prototypes = rng.integers(0, 256, size=(num_classes, 1, 12, 12))
-    images = np.clip(prototypes + rng.normal(0, 40, size=(num_classes, per_class, 12, 12)), 0, 255)
-    labels = np.repeat(np.arange(num_classes) + offset, per_class)
-    return table_from_labels(labels, images=images.astype(np.uint8).reshape(-1, 12, 12), name=name)
 
 
 @pytest.fixture
-def splits():
+def splits(pattern_table):
     return Splits(train=pattern_table(12, 4, seed=0, name="train"), val=pattern_table(4, 4, seed=1, name="val"),
                   test=pattern_table(6, 4, seed=2, name="test"), dataset="patterns", protocol="generated patterns")
 
@@ -219,7 +205,7 @@ def history(run_dir):
     return [{k: v for k, v in r.items() if k != "images_per_s"} for r in records]
 
 
-def test_without_taps_and_adversary_it_trains_exactly_like_the_baseline(tmp_path, registered, splits):
+def test_without_taps_and_adversary_it_trains_exactly_like_the_baseline(tmp_path, splits):
     runs = {}
     for name, method in (("baseline", []), ("class_adversarial", [*METHOD, "method.adversary=false"])):
         Trainer(load_config(None, [*TINY, *method]), tmp_path / name, progress=False, splits=splits).fit()
@@ -228,7 +214,7 @@ def test_without_taps_and_adversary_it_trains_exactly_like_the_baseline(tmp_path
     assert history(tmp_path / "baseline") == history(tmp_path / "class_adversarial")
 
 
-def test_a_run_with_attention_and_the_dann_ramped_adversary(tmp_path, registered, splits):
+def test_a_run_with_attention_and_the_dann_ramped_adversary(tmp_path, splits):
     cfg = load_config(None, [*TINY, *METHOD, "model.taps=[block0,block1]", "model.attention=spatial+channel",
                              "method.adversary_weight=0.5"])
     trainer = Trainer(cfg, tmp_path, progress=False, splits=splits)

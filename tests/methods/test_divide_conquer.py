@@ -7,11 +7,10 @@ import torch
 import torch.nn.functional as F
 
 import unseen.methods.clustering as clustering
-import unseen.train.trainer as trainer_module
 from unseen.config import load_config
 from unseen.data.base import Splits, table_from_labels
 from unseen.errors import ConfigError
-from unseen.methods import METHODS, Batch, EpochContext
+from unseen.methods import Batch, EpochContext
 from unseen.methods.baseline import Baseline
 from unseen.methods.divide_conquer import DivideAndConquer
 from unseen.models.backbones import build_trunk
@@ -34,13 +33,6 @@ def make_method(*overrides, num_classes=12):
     return DivideAndConquer(config, num_classes=num_classes, embedding_dim=config.model.embedding_dim)
 
 
-def pattern_table(num_classes, per_class, seed, name, offset=0):
-    """12×12 grayscale images: a fixed random pattern per class plus per-image noise."""
-    rng = np.random.default_rng(seed)
-    prototypes = rng.integers(0, 256, size=(num_classes, 1, 12, 12))
-    images = np.clip(prototypes + rng.normal(0, 40, size=(num_classes, per_class, 12, 12)), 0, 255)
-    labels = np.repeat(np.arange(num_classes) + offset, per_class)
-    return table_from_labels(labels, images=images.astype(np.uint8).reshape(-1, 12, 12), name=name)
 
 
 def context(epoch, train, features):
@@ -86,7 +78,7 @@ def test_each_cluster_stream_stays_in_its_cluster_round_robin():
     assert not all(np.array_equal(a, b) for a, b in zip(plan.indices, later.indices, strict=True))
 
 
-def test_stream_is_the_default_one_before_clustering_and_in_the_finetune_phase():
+def test_stream_is_the_default_one_before_clustering_and_in_the_finetune_phase(pattern_table):
     train = pattern_table(12, 6, seed=0, name="train")
     method = make_method("method.finetune_from=3")
     default = method.sampler(train)
@@ -108,7 +100,7 @@ def as_batch(train, rows):
     return Batch(images, torch.from_numpy(train.labels[rows]), torch.from_numpy(rows))
 
 
-def test_a_cluster_batch_moves_only_its_slice_of_the_embedding_layer_and_the_trunk():
+def test_a_cluster_batch_moves_only_its_slice_of_the_embedding_layer_and_the_trunk(pattern_table):
     train = pattern_table(12, 6, seed=0, name="train")
     model, method = tiny_embedder(slices=2), make_method()
     method.assignment = np.arange(len(train)) % 2
@@ -128,7 +120,7 @@ def test_a_cluster_batch_moves_only_its_slice_of_the_embedding_layer_and_the_tru
     assert any(not torch.equal(after[n], before[n]) for n in trunk)
 
 
-def test_loss_is_the_base_loss_on_the_renormalized_slice_then_on_the_full_embedding():
+def test_loss_is_the_base_loss_on_the_renormalized_slice_then_on_the_full_embedding(pattern_table):
     train = pattern_table(12, 6, seed=0, name="train")
     method = make_method("method.full_embedding_from=2", "loss.name=ContrastiveLoss", "miner.name=null")
     method.assignment = np.arange(len(train)) % 2
@@ -152,7 +144,7 @@ def test_loss_is_the_base_loss_on_the_renormalized_slice_then_on_the_full_embedd
     assert float(method.loss(out, batch).total) == pytest.approx(contrastive(out["class"]), abs=1e-6)
 
 
-def test_each_learner_has_its_own_loss_on_its_slice_size():
+def test_each_learner_has_its_own_loss_on_its_slice_size(pattern_table):
     train = pattern_table(12, 6, seed=0, name="train")
     method = make_method("loss.name=ProxyAnchorLoss", "miner.name=null")
     (group,) = method.param_groups(lr=0.01, weight_decay=0.0)
@@ -165,7 +157,7 @@ def test_each_learner_has_its_own_loss_on_its_slice_size():
     assert base.grad is None and first.grad is None and second.grad.abs().sum() > 0
 
 
-def test_one_cluster_is_the_baseline():
+def test_one_cluster_is_the_baseline(pattern_table):
     train = pattern_table(12, 6, seed=0, name="train")
     torch.manual_seed(0)
     baseline = Baseline(make_config(method=()), num_classes=12, embedding_dim=8)
@@ -190,7 +182,7 @@ def blob_features(train, seed=0):
     return (centers + rng.normal(0, 0.5, size=(len(train), 16))).astype(np.float32)
 
 
-def test_clustering_is_deterministic_matched_and_reported_once(monkeypatch):
+def test_clustering_is_deterministic_matched_and_reported_once(monkeypatch, pattern_table):
     train = pattern_table(12, 6, seed=0, name="train")
     features = blob_features(train)
     first, second = make_method("method.recluster_every=2"), make_method("method.recluster_every=2")
@@ -211,7 +203,7 @@ def test_clustering_is_deterministic_matched_and_reported_once(monkeypatch):
     assert np.array_equal(first.assignment, kept)
 
 
-def test_assignment_survives_a_weights_only_checkpoint():
+def test_assignment_survives_a_weights_only_checkpoint(pattern_table):
     train = pattern_table(12, 6, seed=0, name="train")
     method = make_method()
     method.on_epoch_start(context(0, train, blob_features(train)))
@@ -226,13 +218,7 @@ def test_assignment_survives_a_weights_only_checkpoint():
 
 
 @pytest.fixture
-def registered(monkeypatch):
-    """The method under its name, whether or not methods/__init__.py registers it already."""
-    monkeypatch.setitem(METHODS._entries, DivideAndConquer.name, DivideAndConquer)
-
-
-@pytest.fixture
-def splits():
+def splits(pattern_table):
     return Splits(train=pattern_table(12, 6, seed=0, name="train"), val=pattern_table(4, 5, seed=1, name="val"),
                   test=pattern_table(6, 5, seed=2, name="test"), dataset="patterns", protocol="generated patterns")
 
@@ -242,24 +228,14 @@ def history(run_dir, drop=("images_per_s", "clustering_s")):
     return [{k: v for k, v in r.items() if k not in drop} for r in records]
 
 
-def test_training_resumes_exactly_through_every_phase(tmp_path, registered, splits, monkeypatch):
+def test_training_resumes_exactly_through_every_phase(tmp_path, splits, interrupted_run):
     config = make_config("train.epochs=5", "train.eval_every=5", "train.log_every=1", "method.recluster_every=2",
                          "method.full_embedding_from=3", "method.finetune_from=4")
     Trainer(config, tmp_path / "straight", progress=False, splits=splits).fit()
     records = [json.loads(line) for line in (tmp_path / "straight" / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "clustering_s" in r] == [1, 7]  # epochs 0 and 2, 3 steps each
 
-    real_save = trainer_module.save_checkpoint
-
-    def crash_after_first_epoch(state, path):
-        real_save(state, path)
-        if path.name == "last.pt":
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_module, "save_checkpoint", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(config, tmp_path / "resumed", progress=False, splits=splits).fit()
-    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    assert interrupted_run(config, tmp_path / "resumed", splits) == [1]
     Trainer.resume(tmp_path / "resumed", progress=False, splits=splits).fit()
     straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     again = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
@@ -267,7 +243,7 @@ def test_training_resumes_exactly_through_every_phase(tmp_path, registered, spli
     assert history(tmp_path / "resumed") == history(tmp_path / "straight")
 
 
-def test_one_cluster_trains_like_the_baseline(tmp_path, registered, splits):
+def test_one_cluster_trains_like_the_baseline(tmp_path, splits):
     runs = {}
     for name, method in (("baseline", ()), ("divide_conquer", (*METHOD, "method.num_clusters=1"))):
         config = make_config("train.epochs=2", method=method)

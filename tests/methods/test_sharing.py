@@ -7,11 +7,10 @@ import torch
 import torch.nn.functional as F
 
 import unseen.methods.clustering as clustering
-import unseen.train.trainer as trainer_module
 from unseen.config import load_config
-from unseen.data.base import Splits, table_from_labels
+from unseen.data.base import Splits
 from unseen.errors import ConfigError
-from unseen.methods import METHODS, Batch, EpochContext
+from unseen.methods import Batch, EpochContext
 from unseen.methods.baseline import Baseline
 from unseen.methods.sharing import Sharing, task_steps
 from unseen.methods.surrogate import (
@@ -46,13 +45,6 @@ def make_method(*overrides, method=MIC, num_classes=12):
     return Sharing(config, num_classes=num_classes, embedding_dim=config.model.embedding_dim)
 
 
-def pattern_table(num_classes, per_class, seed, name):
-    """12×12 grayscale images: a fixed random pattern per class plus per-image noise."""
-    rng = np.random.default_rng(seed)
-    prototypes = rng.integers(0, 256, size=(num_classes, 1, 12, 12))
-    images = np.clip(prototypes + rng.normal(0, 40, size=(num_classes, per_class, 12, 12)), 0, 255)
-    labels = np.repeat(np.arange(num_classes), per_class)
-    return table_from_labels(labels, images=images.astype(np.uint8).reshape(-1, 12, 12), name=name)
 
 
 def as_batch(train, rows, stream):
@@ -73,7 +65,7 @@ def test_class_mean_subtraction_leaves_every_class_with_zero_mean():
                                    atol=1e-5)
 
 
-def test_mic_clusters_class_normalized_early_features_then_the_shared_embedding(monkeypatch):
+def test_mic_clusters_class_normalized_early_features_then_the_shared_embedding(monkeypatch, pattern_table):
     train = pattern_table(12, 6, seed=0, name="train")
     method = make_method("method.recluster_every=2")
     rng = np.random.default_rng(0)
@@ -187,7 +179,7 @@ def test_task_steps_are_a_fixed_count_in_class_then_shared_order():
 
 
 @pytest.mark.parametrize("method", [MIC, SHARING], ids=["mic", "sharing"])
-def test_plan_length_is_known_before_clustering_and_the_class_batches_are_the_baselines(method):
+def test_plan_length_is_known_before_clustering_and_the_class_batches_are_the_baselines(method, pattern_table):
     train = pattern_table(12, 6, seed=0, name="train")
     ours = make_method(method=method)
     baseline = Baseline(make_config(method=()), num_classes=12, embedding_dim=8)
@@ -223,7 +215,7 @@ def tiny_embedder(method):
 
 @pytest.mark.parametrize("loss", [MARGIN, MULTI_SIMILARITY], ids=["margin", "multi_similarity"])
 @pytest.mark.parametrize("method", [MIC, SHARING], ids=["mic", "sharing"])
-def test_each_variant_composes_with_the_base_loss_on_both_tasks(method, loss):
+def test_each_variant_composes_with_the_base_loss_on_both_tasks(method, loss, pattern_table):
     train = pattern_table(12, 6, seed=0, name="train")
     ours = make_method(*loss, "method.decorrelation_weight=0", method=method)
     model = tiny_embedder(ours)
@@ -249,7 +241,7 @@ def test_each_variant_composes_with_the_base_loss_on_both_tasks(method, loss):
     assert all(q.grad.abs().sum() > 0 for q in weighted.decorrelation.parameters())
 
 
-def test_shared_task_of_mic_is_the_loss_on_surrogate_labels_with_noise_kept():
+def test_shared_task_of_mic_is_the_loss_on_surrogate_labels_with_noise_kept(pattern_table):
     train = pattern_table(12, 6, seed=0, name="train")
     method = make_method("loss.name=ContrastiveLoss", "miner.name=null", "method.decorrelation_weight=0")
     method.assignment = np.arange(len(train)) % 3
@@ -269,7 +261,7 @@ def test_shared_task_of_mic_is_the_loss_on_surrogate_labels_with_noise_kept():
     assert result.parts["shared"] == pytest.approx(contrastive(), abs=1e-6)
 
 
-def test_loss_adds_the_weighted_decorrelation_to_each_task():
+def test_loss_adds_the_weighted_decorrelation_to_each_task(pattern_table):
     train = pattern_table(12, 6, seed=0, name="train")
     method = make_method("method.decorrelation_weight=250", method=SHARING)
     out = {"class": F.normalize(torch.randn(8, 8), dim=-1), "shared": F.normalize(torch.randn(8, 6), dim=-1)}
@@ -305,18 +297,12 @@ def test_configuration_errors_and_param_groups():
 
 # -- training --------------------------------------------------------------------------------------
 @pytest.fixture
-def registered(monkeypatch):
-    """The method under its name, whether or not methods/__init__.py registers it already."""
-    monkeypatch.setitem(METHODS._entries, Sharing.name, Sharing)
-
-
-@pytest.fixture
-def splits():
+def splits(pattern_table):
     return Splits(train=pattern_table(12, 6, seed=0, name="train"), val=pattern_table(4, 5, seed=1, name="val"),
                   test=pattern_table(6, 5, seed=2, name="test"), dataset="patterns", protocol="generated patterns")
 
 
-def test_trunk_and_class_head_start_as_the_baselines(registered, splits):
+def test_trunk_and_class_head_start_as_the_baselines(splits):
     torch.manual_seed(0)
     baseline = build_components(make_config(method=()), splits).model.state_dict()
     torch.manual_seed(0)
@@ -325,7 +311,7 @@ def test_trunk_and_class_head_start_as_the_baselines(registered, splits):
     assert all(torch.equal(baseline[k], ours[k]) for k in baseline)
 
 
-def test_evaluation_uses_only_the_class_embedding(tmp_path, registered, splits):
+def test_evaluation_uses_only_the_class_embedding(tmp_path, splits):
     trainer = Trainer(make_config("train.epochs=1"), tmp_path, progress=False, splits=splits)
     trainer.fit()
     c = trainer.c
@@ -343,21 +329,11 @@ def history(run_dir):
 
 
 @pytest.mark.parametrize("method", [MIC, SHARING], ids=["mic", "sharing"])
-def test_training_resumes_exactly(tmp_path, registered, splits, monkeypatch, method):
+def test_training_resumes_exactly(tmp_path, splits, interrupted_run, method):
     config = make_config("train.epochs=3", "train.eval_every=3", "train.log_every=1", "method.recluster_every=2"
                          if method is MIC else "method.decorrelation_weight=100", method=method)
     Trainer(config, tmp_path / "straight", progress=False, splits=splits).fit()
-    real_save = trainer_module.save_checkpoint
-
-    def crash_after_first_epoch(state, path):
-        real_save(state, path)
-        if path.name == "last.pt":
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_module, "save_checkpoint", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(config, tmp_path / "resumed", progress=False, splits=splits).fit()
-    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    assert interrupted_run(config, tmp_path / "resumed", splits) == [1]
     Trainer.resume(tmp_path / "resumed", progress=False, splits=splits).fit()
     straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     again = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")

@@ -1,22 +1,11 @@
-import numpy as np
 import pytest
 
 from unseen.config import load_config
-from unseen.data.base import Splits, table_from_labels
-
-
-def pattern_table(num_classes: int, per_class: int, seed: int, name: str, offset: int = 0):
-    """Generated 12×12 grayscale images: each class a fixed random pattern plus per-image noise."""
-    rng = np.random.default_rng(seed)
-    prototypes = rng.integers(0, 256, size=(num_classes, 12, 12))
-    noise = rng.normal(0, 40, size=(num_classes, per_class, 12, 12))
-    images = np.clip(prototypes[:, None] + noise, 0, 255).astype(np.uint8).reshape(-1, 12, 12)
-    labels = np.repeat(np.arange(num_classes) + offset, per_class)
-    return table_from_labels(labels, images=images, name=name)
+from unseen.data.base import Splits
 
 
 @pytest.fixture
-def tiny_splits():
+def tiny_splits(pattern_table):
     return Splits(
         train=pattern_table(8, 5, seed=0, name="train"),
         val=pattern_table(4, 5, seed=1, name="val", offset=100),

@@ -3,7 +3,6 @@ import json
 import pytest
 import torch
 
-import unseen.train.trainer as trainer_module
 from unseen.errors import CheckpointError, ConfigError
 from unseen.train.checkpoint import load_checkpoint
 from unseen.train.trainer import Trainer, build_scheduler
@@ -30,24 +29,11 @@ def test_run_dir_holds_config_history_checkpoints_and_metrics(tmp_path, tiny_con
     assert json.loads((run / "classes.json").read_text())["test"][0] == "200"
 
 
-def test_resume_continues_exactly(tmp_path, tiny_config, tiny_splits, monkeypatch):
+def test_resume_continues_exactly(tmp_path, tiny_config, tiny_splits, interrupted_run):
     config = tiny_config("train.epochs=3", "schedule.name=cosine")
     Trainer(config, tmp_path / "straight", progress=False, splits=tiny_splits).fit()
 
-    real_save = trainer_module.save_checkpoint
-    saved = []
-
-    def crash_after_first_epoch(state, path):
-        real_save(state, path)
-        if path.name == "last.pt":
-            saved.append(state["epoch"])
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_module, "save_checkpoint", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(config, tmp_path / "resumed", progress=False, splits=tiny_splits).fit()
-    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
-    assert saved == [1]
+    assert interrupted_run(config, tmp_path / "resumed", tiny_splits) == [1]
 
     Trainer.resume(tmp_path / "resumed", progress=False, splits=tiny_splits).fit()
     straight, again = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
