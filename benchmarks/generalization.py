@@ -67,28 +67,36 @@ def cell_config(out: Path, method: str, loss: str) -> Path:
     return path
 
 
-def run_cell(out: Path, method: str, loss: str, seed: int, steps: int, extra: list[str]) -> None:
+def run_cell(out: Path, method: str, loss: str, seed: int, steps: int, extra: list[str]) -> bool:
+    """Train one cell (or continue it); its output goes to out/logs/<cell>.log. False when training failed."""
     run_dir = cell_dir(out, method, loss, seed)
     if (run_dir / "metrics.json").exists():
-        return
+        return True
     if run_dir.exists():  # an interrupted cell: continue it
         command = [sys.executable, "-m", "unseen", "train", "--resume", str(run_dir), "--no-progress"]
     else:
         config = cell_config(out, method, loss)
         command = [sys.executable, "-m", "unseen", "train", str(config), f"train.seed={seed}",
                    f"train.max_steps={steps}", *extra, "--out", str(run_dir), "--no-progress"]
+    log = out / "logs" / f"{run_dir.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     print(f"[{time.strftime('%H:%M:%S')}] {method} / {loss} / seed {seed}", flush=True)
     started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT)
+    with log.open("a") as stream:
+        finished = subprocess.run(command, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT).returncode == 0
+    if not finished:
+        print(f"[{time.strftime('%H:%M:%S')}] FAILED {method} / {loss} / seed {seed}: see {log}", flush=True)
+        return False
     (run_dir / "wall_time.json").write_text(json.dumps({"seconds": time.perf_counter() - started}) + "\n")
+    return True
 
 
 def summarize(out: Path, methods: list[str], losses: list[str], seeds: list[int]) -> str:
     lines = []
     for loss in losses:
         lines += [f"### Base loss: {loss}", "",
-                  "| method | " + " | ".join(COLUMNS) + " | R@1 (last) | wall time / run |",
-                  "| --- |" + " --- |" * (len(COLUMNS) + 2)]
+                  "| method | " + " | ".join(COLUMNS) + " | R@1 (last) | val R@1 | wall time / run |",
+                  "| --- |" + " --- |" * (len(COLUMNS) + 3)]
         for method in methods:
             runs = [cell_dir(out, method, loss, s) for s in seeds]
             done = [r for r in runs if (r / "metrics.json").exists()]
@@ -97,6 +105,7 @@ def summarize(out: Path, methods: list[str], losses: list[str], seeds: list[int]
             metrics = [json.loads((r / "metrics.json").read_text()) for r in done]
             cells = [_mean_std([m["test"].get(c, np.nan) for m in metrics]) for c in COLUMNS]
             cells.append(_mean_std([m["test_last"]["recall@1"] for m in metrics]))
+            cells.append(_mean_std([m.get("val", {}).get("recall@1", np.nan) for m in metrics]))  # for selection
             walls = [json.loads((r / "wall_time.json").read_text())["seconds"] for r in done
                      if (r / "wall_time.json").exists()]
             cells.append(f"{np.mean(walls) / 60:.1f} min" if walls else "–")
@@ -142,10 +151,12 @@ def main() -> None:
     if unknown:
         parser.error(f"--losses: unknown {unknown[0]!r}; known: {', '.join(BASE_LOSSES)}")
     if not args.summarize_only:
-        cells = [(m, loss, s) for m in methods for loss in losses for s in seeds]
+        cells = [(m, loss, s) for s in seeds for m in methods for loss in losses]  # seed-major: a cut grid is even
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each cell is its own process
-            for future in [pool.submit(run_cell, args.out, *cell, args.steps, args.overrides) for cell in cells]:
-                future.result()
+            futures = [pool.submit(run_cell, args.out, *cell, args.steps, args.overrides) for cell in cells]
+            failed = sum(not future.result() for future in futures)
+        if failed:
+            print(f"{failed} cell(s) failed; their logs are in {args.out / 'logs'}", file=sys.stderr)
     table = summarize(args.out, methods, losses, seeds)
     command = "python benchmarks/generalization.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     header = (

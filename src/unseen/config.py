@@ -42,6 +42,10 @@ class DataConfig(Section):
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     split_seed: int = 0
     num_workers: int = Field(0, ge=0)
+    augment_on: Literal["auto", "loader", "device"] = Field(
+        "auto", description="where the training jitter runs: per image in the loader, or on the whole batch on the "
+        "training device (small preset only); auto: device for small, loader for imagenet"
+    )
     download: bool = True
     allow_subset: bool = False
     on_bad_image: Literal["fail", "skip"] = "fail"

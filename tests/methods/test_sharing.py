@@ -268,7 +268,7 @@ def test_loss_adds_the_weighted_decorrelation_to_each_task(pattern_table):
     for stream in ("class", "shared"):
         result = method.loss(out, as_batch(train, np.arange(8), stream))
         task = result.parts["base" if stream == "class" else "shared"]
-        expected = task + 250 * float(method.decorrelation(out["class"], out["shared"]))
+        expected = task + 250 * float(method.decorrelation(out["class"], out["shared"]).detach())
         assert float(result.total) == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="unknown batch stream 'other'"):
         method.loss(out, as_batch(train, np.arange(8), "other"))

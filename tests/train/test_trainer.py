@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from unseen.data.transforms import BatchBorderFillAffine
 from unseen.errors import CheckpointError, ConfigError
 from unseen.train.checkpoint import load_checkpoint
 from unseen.train.trainer import Trainer, build_scheduler
@@ -90,3 +91,36 @@ def test_bf16_precision_and_grad_clip_train(tmp_path, tiny_config, tiny_splits):
 def test_unavailable_device_is_a_config_error(tmp_path, tiny_config, tiny_splits):
     with pytest.raises(ConfigError, match="train.device: 'cuda' asked for, but no CUDA device is available"):
         Trainer(tiny_config("train.device=cuda"), tmp_path / "run", progress=False, splits=tiny_splits)
+
+
+def test_small_preset_jitters_whole_batches_on_the_device_with_the_plans_seeds(
+    tmp_path, tiny_config, tiny_splits, monkeypatch
+):
+    calls = []
+    original = BatchBorderFillAffine.__call__
+
+    def spy(self, images, seeds):
+        calls.append(list(seeds))
+        return original(self, images, seeds)
+
+    monkeypatch.setattr(BatchBorderFillAffine, "__call__", spy)
+    trainer = Trainer(tiny_config("train.epochs=1"), tmp_path / "run", progress=False, splits=tiny_splits)
+    image = tiny_splits.train.load_image(0)
+    assert torch.equal(trainer.c.transform(train=True)(image), trainer.c.transform(train=False)(image))
+    plan = trainer.c.method.batches(tiny_splits.train, 0)
+    trainer.fit()
+    assert calls == [seeds.tolist() for seeds in plan.seeds]
+
+
+def test_loader_jitter_leaves_batches_alone(tmp_path, tiny_config, tiny_splits, monkeypatch):
+    monkeypatch.setattr(BatchBorderFillAffine, "__call__", lambda *a: pytest.fail("batch jitter used"))
+    trainer = Trainer(tiny_config("train.epochs=1", "data.augment_on=loader"), tmp_path / "run", progress=False,
+                      splits=tiny_splits)
+    assert trainer.c.batch_augment() is None
+    trainer.fit()
+
+
+def test_device_jitter_needs_the_small_preset(tmp_path, tiny_config, tiny_splits):
+    config = tiny_config("data.preset=imagenet", "data.augment_on=device")
+    with pytest.raises(ConfigError, match="data.augment_on: 'device' needs data.preset 'small'"):
+        Trainer(config, tmp_path / "run", progress=False, splits=tiny_splits)

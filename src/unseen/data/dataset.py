@@ -22,7 +22,7 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
         row, seed = item if isinstance(item, tuple) else (item, None)
-        if seed is not None:
-            torch.manual_seed(seed)
+        if seed is not None:  # the CPU generator only: torch.manual_seed also queues CUDA seeding (~0.7 ms a call)
+            torch.default_generator.manual_seed(seed)
         image = self.transform(self.table.load_image(row))
         return image, int(self.table.labels[row]), row

@@ -28,7 +28,7 @@ from unseen.config import Config, dump_config, load_config, validate_config
 from unseen.data import build_splits
 from unseen.data.base import Splits, Table
 from unseen.data.dataset import ImageDataset
-from unseen.data.transforms import build_transform
+from unseen.data.transforms import BatchBorderFillAffine, build_batch_augment, build_transform
 from unseen.embedding import embed_table
 from unseen.errors import CheckpointError, ConfigError
 from unseen.evaluation import evaluate
@@ -73,9 +73,17 @@ class Components:
     device: torch.device
 
     def transform(self, train: bool):
+        """The per-image transform; in training it leaves out the jitter that `batch_augment` applies."""
         cfg = self.model.trunk.pretrained_cfg if self.config.data.preset == "imagenet" else {}
         return build_transform(self.config.data.preset, self.config.data.image_size, train=train,
-                               mean=cfg.get("mean"), std=cfg.get("std"))
+                               jitter=self.batch_augment() is None, mean=cfg.get("mean"), std=cfg.get("std"))
+
+    def batch_augment(self) -> BatchBorderFillAffine | None:
+        """The training jitter applied to whole batches on the device (`data.augment_on`), or None."""
+        data = self.config.data
+        if data.augment_on == "loader" or (data.augment_on == "auto" and data.preset != "small"):
+            return None
+        return build_batch_augment(data.preset)
 
     def embed(self, table: Table, output: str = "class", progress: bool = False) -> np.ndarray:
         return embed_table(self.model, table, self.transform(train=False), output=output,
@@ -94,6 +102,9 @@ class Components:
 
 def build_components(config: Config, splits: Splits | None = None, progress: bool = False) -> Components:
     device = resolve_device(config.train.device)
+    if config.data.augment_on == "device" and config.data.preset != "small":
+        raise ConfigError(f"data.augment_on: 'device' needs data.preset 'small' (the {config.data.preset!r} crops "
+                          "need each full image); use 'loader' or 'auto'")
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     splits = splits or build_splits(config.data, progress=progress)
@@ -242,6 +253,7 @@ class Trainer:
         steps = min(len(plan), self.total_steps - self.step)
         loader = DataLoader(ImageDataset(c.splits.train, c.transform(train=True)),
                             batch_sampler=plan.items()[:steps], num_workers=cfg.data.num_workers)
+        augment = c.batch_augment()
         c.model.train()
         c.method.train()
         window: dict[str, list[float]] = {}
@@ -249,7 +261,10 @@ class Trainer:
         bar = tqdm(loader, total=steps, desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
                    disable=not self.progress, leave=False)
         for position, (images, labels, rows) in enumerate(bar):
-            batch = Batch(images.to(c.device), labels.to(c.device), rows, plan.stream(position))
+            images = images.to(c.device)
+            if augment is not None:
+                images = augment(images, plan.seeds[position])
+            batch = Batch(images, labels.to(c.device), rows, plan.stream(position))
             parts = self._step(batch)
             images_seen += len(images)
             for key, value in parts.items():
