@@ -117,7 +117,9 @@ def summarize(out: Path, methods: list[str], losses: list[str], seeds: list[int]
 
 def _mean_std(values: list[float]) -> str:
     values = np.asarray(values, dtype=float)
-    return f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}"
+    if len(values) == 1:  # one seed has no spread to show
+        return f"{values[0]:.4f}"
+    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
 def commit() -> str:
