@@ -91,7 +91,9 @@ def run_cell(out: Path, method: str, loss: str, seed: int, steps: int, extra: li
     return True
 
 
-def summarize(out: Path, methods: list[str], losses: list[str], seeds: list[int]) -> str:
+def summarize(out: Path, methods: list[str], losses: list[str], seeds: list[int], steps: int | None = None) -> str:
+    """The Markdown tables; a row whose runs stopped short of `steps` (a config's train.epochs ran out first)
+    says how many steps they ran."""
     lines = []
     for loss in losses:
         lines += [f"### Base loss: {loss}", "",
@@ -110,6 +112,9 @@ def summarize(out: Path, methods: list[str], losses: list[str], seeds: list[int]
                      if (r / "wall_time.json").exists()]
             cells.append(f"{np.mean(walls) / 60:.1f} min" if walls else "–")
             seeds_note = "" if len(done) == len(seeds) else f" ({len(done)}/{len(seeds)} seeds)"
+            ran = sorted({m.get("steps") for m in metrics} - {steps, None})
+            if steps is not None and ran:
+                seeds_note += f" (ran {', '.join(map(str, ran))} steps: train.epochs ran out)"
             lines.append(f"| {method}{seeds_note} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -159,7 +164,7 @@ def main() -> None:
             failed = sum(not future.result() for future in futures)
         if failed:
             print(f"{failed} cell(s) failed; their logs are in {args.out / 'logs'}", file=sys.stderr)
-    table = summarize(args.out, methods, losses, seeds)
+    table = summarize(args.out, methods, losses, seeds, args.steps)
     command = "python benchmarks/generalization.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     header = (
         f"Command: `{command}`  \nCommit: `{commit()}`; machine: {os.cpu_count()} CPU cores.  \n"
