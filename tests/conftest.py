@@ -25,7 +25,7 @@ def pattern_table():
 @pytest.fixture
 def interrupted_run(monkeypatch):
     """`interrupted_run(config, run_dir, splits)` trains until the first `last.pt` is written, then crashes
-    (KeyboardInterrupt) as a killed run would; returns the epochs whose checkpoint was saved."""
+    (KeyboardInterrupt) as a killed run would; returns the steps whose checkpoint was saved."""
 
     def run(config, run_dir, splits) -> list[int]:
         real_save = trainer_module.save_checkpoint
@@ -34,7 +34,7 @@ def interrupted_run(monkeypatch):
         def crash_after_first_epoch(state, path):
             real_save(state, path)
             if path.name == "last.pt":
-                saved.append(state["epoch"])
+                saved.append(state["step"])
                 raise KeyboardInterrupt
 
         monkeypatch.setattr(trainer_module, "save_checkpoint", crash_after_first_epoch)

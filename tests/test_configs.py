@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from unseen.config import load_config
-from unseen.train.inference import check_config
+from unseen.train.components import check_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 

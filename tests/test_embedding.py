@@ -1,18 +1,18 @@
 import numpy as np
 import torch
 
-from unseen.config import ModelConfig
 from unseen.data.base import table_from_labels
 from unseen.data.transforms import build_transform
 from unseen.embedding import embed_table
-from unseen.models.embedder import build_embedder
+from unseen.models.network import build_model
+from unseen.models.spec import ModelSpec
 
 
 def test_embed_table_in_order_for_named_outputs_and_taps():
     torch.manual_seed(0)
     images = np.random.default_rng(0).integers(0, 255, (7, 16, 16), dtype=np.uint8)
     table = table_from_labels(np.arange(7) % 3, images=images)
-    model = build_embedder(ModelConfig(channels=(4, 8), embedding_dim=6), in_chans=1).train()
+    model = build_model(ModelSpec(backbone="convnet", in_chans=1, channels=(4, 8), embedding_dim=6)).train()
     transform = build_transform("small", 16, train=False)
     vectors = embed_table(model, table, transform, batch_size=3)
     assert vectors.shape == (7, 6) and vectors.dtype == np.float32 and model.training

@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 
 from unseen.config import load_config
-from unseen.train.inference import check_config
+from unseen.train.components import check_config
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -5,7 +5,6 @@ Errors meant for people (bad config, missing data, unreadable checkpoint) print 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ def train(
 ) -> None:
     """Train an embedding; evaluates on validation while training and on the test split at the end."""
     from unseen.config import load_config
-    from unseen.train.inference import check_config
+    from unseen.train.components import check_config
     from unseen.train.trainer import Trainer
 
     if resume is not None:
@@ -79,56 +78,84 @@ def evaluate(
     gallery_mask: Annotated[
         Path | None, typer.Option("--gallery-mask", help="N .npy bool: rows in the gallery")
     ] = None,
-    recall_at: Annotated[str, typer.Option("--recall-at", help="comma-separated K")] = "1,2,4,8",
+    metrics: Annotated[str | None, typer.Option(
+        "--metrics", help="only these, e.g. recall@1,map@r,nmi (clustering metrics are the slow part); "
+        "default: the run's evaluation.metrics, or all for files")] = None,
+    recall_at: Annotated[str | None, typer.Option("--recall-at", help="comma-separated K for recall@K")] = None,
     checkpoint: Annotated[str, typer.Option(help="best or last")] = "best",
+    split: Annotated[str, typer.Option(help="train, val or test (a run only)")] = "test",
     json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics here")] = None,
     data_root: DataRoot = None,
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
 ) -> None:
-    """Metrics of a run's checkpoint on its test split, or of saved embeddings."""
-    ks = _parse_ks(recall_at)
+    """Metrics of a run's checkpoint on its test split (or another), or of saved embeddings."""
+    from unseen.evaluation.catalog import parse_metric_names
+
+    names, cutoffs = parse_metric_names(metrics) if metrics else (None, ())
+    if recall_at is not None:
+        cutoffs = tuple(sorted({*cutoffs, *_parse_ks(recall_at)}))
+        names = names if names is None or "recall" in names else (*names, "recall")
     if embeddings is not None or labels is not None:
         if run_dir is not None or embeddings is None or labels is None:
             raise ConfigError("evaluate: give either RUN_DIR or both --embeddings and --labels")
-        from unseen.evaluation import evaluate_files
+        from unseen.evaluation import METRICS, evaluate_files
 
-        metrics = evaluate_files(embeddings, labels, query_mask, gallery_mask, recall_at=ks, progress=progress)
+        values = evaluate_files(embeddings, labels, query_mask, gallery_mask, recall_at=cutoffs or (1, 2, 4, 8),
+                                metrics=names or METRICS, progress=progress)
+        report: dict[str, Any] = {"metrics": values, "protocol": "leave-one-out" if query_mask is None and
+                                  gallery_mask is None else "query -> gallery (masks)", "embeddings": str(embeddings)}
         title = str(embeddings)
     else:
         if run_dir is None:
             raise ConfigError("evaluate: give a RUN_DIR or --embeddings E.npy --labels L.npy")
-        from unseen.train.inference import load_run
+        from unseen.evaluation.runs import evaluate_run
 
-        run = load_run(run_dir, checkpoint, data_root=data_root, recall_at=ks)
-        metrics = run.components.evaluate(run.components.splits.test, progress=progress)
-        title = f"{run_dir} ({checkpoint} checkpoint, test split)"
-    _print_metrics(title, metrics)
+        report = evaluate_run(run_dir, which=checkpoint, split=split, metrics=names, recall_at=cutoffs or None,
+                              data_root=data_root, progress=progress)
+        title = f"{run_dir} ({checkpoint} checkpoint, {split} split; {report['protocol']})"
+    _print_metrics(title, report["metrics"])
     if json_out is not None:
-        json_out.write_text(json.dumps(metrics, indent=2) + "\n")
+        from unseen.files import write_json_atomic
+
+        write_json_atomic(json_out, report)
 
 
 @app.command()
 def embed(
-    run_dir: Annotated[Path, typer.Argument(help="run directory")],
-    out: Annotated[Path, typer.Option("--out", help="where to write the N×D .npy")],
-    split: Annotated[str, typer.Option(help="train, val or test")] = "test",
+    run_dir: Annotated[Path, typer.Argument(help="run directory (or a checkpoint file)")],
+    images: Annotated[list[Path] | None, typer.Argument(
+        help="image files or folders to embed; none: the run's --split", show_default=False)] = None,
+    out: Annotated[Path, typer.Option("--out", help="where to write the N×D .npy")] = Path("embeddings.npy"),
+    split: Annotated[str, typer.Option(help="train, val or test, when no images are given")] = "test",
     checkpoint: Annotated[str, typer.Option(help="best or last")] = "best",
+    batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 256,
     data_root: DataRoot = None,
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
 ) -> None:
-    """Embed a split with a run's checkpoint; labels go beside it as <out>.labels.npy."""
-    from unseen.train.inference import load_run
+    """Embed image files or folders with a run's checkpoint (paths beside it as <out>.paths.txt), or one of its
+    splits (labels beside it as <out>.labels.npy)."""
+    if images:
+        import unseen
+        from unseen.artifact import image_files
 
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"--split: expected train, val or test, got {split!r}")
-    run = load_run(run_dir, checkpoint, data_root=data_root)
-    table = getattr(run.components.splits, split)
-    vectors = run.components.embed(table, progress=progress)
+        files = [f for path in images for f in (image_files(path) if path.is_dir() else [str(path)])]
+        result = unseen.load(run_dir, checkpoint).embed_files(files, batch_size=batch_size, progress=progress)
+        vectors, beside = result.vectors, out.with_name(out.stem + ".paths.txt")
+        beside.parent.mkdir(parents=True, exist_ok=True)
+        beside.write_text("".join(f"{p}\n" for p in result.paths))
+        for path, reason in result.failed:
+            typer.echo(f"skipped {path}: {reason}", err=True)
+    else:
+        from unseen.evaluation.runs import embed_run_split
+
+        vectors, labels = embed_run_split(run_dir, which=checkpoint, split=split, data_root=data_root,
+                                          progress=progress)
+        beside = out.with_name(out.stem + ".labels.npy")
+        beside.parent.mkdir(parents=True, exist_ok=True)
+        np.save(beside, labels)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, vectors)
-    labels_path = out.with_name(out.stem + ".labels.npy")
-    np.save(labels_path, table.labels)
-    typer.echo(f"{out}: {vectors.shape[0]}×{vectors.shape[1]} embeddings; labels: {labels_path}")
+    typer.echo(f"{out}: {vectors.shape[0]}×{vectors.shape[1]} embeddings; beside it: {beside}")
 
 
 @config_app.command("show")
@@ -138,7 +165,7 @@ def config_show(
 ) -> None:
     """Print the resolved, validated config."""
     from unseen.config import dump_config, load_config
-    from unseen.train.inference import check_config
+    from unseen.train.components import check_config
 
     cfg = load_config(config, overrides or [])
     check_config(cfg)

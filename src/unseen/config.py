@@ -10,10 +10,19 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StrictInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from unseen.errors import ConfigError
 
@@ -39,9 +48,18 @@ class DataConfig(Section):
     root: str | None = Field(None, description="data root; else $UNSEEN_DATA, else ~/.cache/unseen")
     image_size: PositiveInt = 28
     preset: Literal["small", "imagenet"] = "small"
-    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0, description="share of the training classes held out for "
+                                "validation (seeded); ignored when val_groups is set")
+    val_groups: tuple[str, ...] = Field(
+        (), description="hold out these whole groups of classes (Omniglot: alphabets) for validation, so that "
+        "validation is group-disjoint from training as the test is")
+    train_groups: PositiveInt | tuple[str, ...] | None = Field(
+        None, description="train on only these groups (names), or on this many of the remaining groups drawn "
+        "with split_seed; null: every remaining group")
     split_seed: int = 0
     num_workers: int = Field(0, ge=0)
+    jitter: bool = Field(True, description="the training jitter of the preset (small: random affine; imagenet: "
+                         "random resized crop + flip); false: training images get the eval transform")
     augment_on: Literal["auto", "loader", "device"] = Field(
         "auto", description="where the training jitter runs: per image in the loader, or on the whole batch on the "
         "training device (small preset only); auto: device for small, loader for imagenet"
@@ -99,18 +117,33 @@ class OptimizerConfig(Section):
     grad_clip: float | None = Field(None, gt=0, description="max global gradient norm")
 
 
+# A point or length in optimizer steps: an integer counts steps, a number in (0, 1) is that share of the budget.
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+Steps = NonNegativeInt | Fraction
+
+
+def resolve_steps(value: int | float, total_steps: int) -> int:
+    """`value` in steps: an integer as it is, a fraction of the budget `total_steps` rounded to a step."""
+    return value if isinstance(value, int) else round(value * total_steps)
+
+
 class ScheduleConfig(Section):
     name: Literal["constant", "cosine", "step"] = "cosine"
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine: final lr / initial lr")
-    step_epochs: tuple[PositiveInt, ...] = Field((), description="step: epochs at which lr is multiplied by gamma")
+    milestones: tuple[Steps, ...] = Field(
+        (), description="step: the lr is multiplied by gamma at each of these steps (or shares of the budget)")
     gamma: float = Field(0.1, gt=0)
 
 
 class TrainConfig(Section):
-    epochs: PositiveInt = 60
-    max_steps: PositiveInt | None = Field(None, description="stop after this many optimizer steps")
-    eval_every: PositiveInt = Field(5, description="evaluate on validation every N epochs (and at the end)")
+    epochs: PositiveInt = Field(60, description="budget in epochs of the method's batch plan, when steps is null")
+    steps: PositiveInt | None = Field(None, description="budget in optimizer steps; when set, epochs is ignored")
+    validate_every: PositiveInt | Fraction = Field(
+        0.1, description="validate (and checkpoint) every N steps, or every such share of the budget; and at the end")
+    trace_test: bool = Field(
+        False, description="also record test Recall@1 / MAP@R at each validation, to test_trace.jsonl, for figures "
+        "only: nothing selects on it")
     precision: Literal["fp32", "bf16"] = "fp32"
     seed: int = 0
     device: str = "auto"
@@ -121,16 +154,21 @@ class TrainConfig(Section):
 class EvaluationConfig(Section):
     recall_at: tuple[PositiveInt, ...] = (1, 2, 4, 8)
     metrics: tuple[str, ...] = ("recall", "precision@1", "r_precision", "map@r", "nmi", "f1")
+    protocol: Literal["auto", "leave_one_out", "query_gallery", "vehicleid"] = Field(
+        "auto", description="who queries whom: auto = the dataset's standard (VehicleID's random galleries for "
+        "vehicleid, query -> gallery where the data marks queries, else leave-one-out)")
+    vehicleid_repeats: PositiveInt = Field(10, description="vehicleid: random gallery draws averaged (mean ± std)")
     select_on: str = Field("recall@1", description="validation metric that picks the best checkpoint")
     batch_size: PositiveInt = 512
 
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, metrics: tuple[str, ...]) -> tuple[str, ...]:
-        known = ("recall", "precision@1", "r_precision", "map@r", "nmi", "f1")
-        unknown = [m for m in metrics if m not in known]
+        from unseen.evaluation.catalog import METRICS
+
+        unknown = [m for m in metrics if m not in METRICS]
         if unknown:
-            raise ValueError(f"unknown metric {unknown[0]!r}; known: {', '.join(known)}")
+            raise ValueError(f"unknown metric {unknown[0]!r}; known: {', '.join(METRICS.names())}")
         return metrics
 
 
@@ -174,11 +212,15 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
 
 
 def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; `update` wins. Non-dict values replace whole."""
+    """Recursive dict merge; `update` wins. Non-dict values replace whole, and so does a section whose `name`
+    changes: `loss: {name: MarginLoss}` over a multi-similarity `loss:` drops the multi-similarity arguments."""
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = merge(merged[key], value)
+        old = merged.get(key)
+        renamed = isinstance(value, Mapping) and isinstance(old, Mapping) and "name" in value and \
+            value["name"] != old.get("name")
+        if isinstance(value, Mapping) and isinstance(old, Mapping) and not renamed:
+            merged[key] = merge(old, value)
         else:
             merged[key] = value
     return merged
@@ -204,9 +246,29 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a config file with its `extends:` chain resolved: `extends: ../omniglot/baseline.yaml`
+    (relative to the file) is read first and this file's keys are merged over it. Cycles are refused."""
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, resolved))
+        raise ConfigError(f"{path}: extends: cycle ({cycle})")
+    raw = read_yaml(path)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{path}: extends: expected the path of another config file, got {parent!r}")
+    parent_path = Path(parent)
+    if parent_path.is_absolute():
+        raise ConfigError(f"{path}: extends: expected a path relative to this file, got {parent!r}")
+    return merge(read_config_file(path.parent / parent_path, (*_chain, resolved)), raw)
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Defaults <- YAML file <- `key=value` overrides, validated into a Config."""
-    raw = read_yaml(path) if path is not None else {}
+    """Defaults <- YAML file (with its `extends:` chain) <- `key=value` overrides, validated into a Config."""
+    raw = read_config_file(path) if path is not None else {}
     raw = merge(raw, parse_overrides(overrides))
     return validate_config(raw, source=str(path) if path is not None else "config")
 

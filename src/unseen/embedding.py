@@ -54,4 +54,8 @@ def _output(model: torch.nn.Module, images: torch.Tensor, output: str) -> torch.
         return model(images)[output]
     maps = model(images, taps=True)["taps"]
     index = int(output.removeprefix("tap:"))
+    if not 0 <= index < len(maps):
+        from unseen.errors import ConfigError
+
+        raise ConfigError(f"tap:{index}: the backbone has {len(maps)} intermediate maps (0 to {len(maps) - 1})")
     return F.adaptive_avg_pool2d(maps[index], TAP_GRID).flatten(1)

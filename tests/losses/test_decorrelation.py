@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from unseen.losses.decorrelation import Decorrelation, decorrelation_loss
 from unseen.models.backbones import build_trunk
-from unseen.models.embedder import Embedder
+from unseen.models.network import EmbeddingModel
 
 
 def test_loss_is_minus_the_mean_squared_elementwise_agreement_of_the_unit_rows():
@@ -31,7 +31,7 @@ def test_module_projects_the_normalized_shared_embedding_into_the_class_space():
 def test_reversal_gives_the_encoder_the_negative_of_the_projections_gradient():
     """R descends L; the trunk and both heads, behind the reversal, get exactly −∂L (they ascend it)."""
     torch.manual_seed(0)
-    model = Embedder(build_trunk("convnet", in_chans=1, channels=(4, 8)), 8, extra_heads={"shared": 6}).double()
+    model = EmbeddingModel(build_trunk("convnet", in_chans=1, channels=(4, 8)), 8, extra_heads={"shared": 6}).double()
     module = Decorrelation(shared_dim=6, class_dim=8, hidden_dim=5).double()
     images = torch.randn(6, 1, 12, 12, dtype=torch.float64)
 

@@ -14,7 +14,8 @@ from unseen.methods import Batch
 from unseen.methods.baseline import Baseline
 from unseen.methods.class_adversarial import ClassAdversarial
 from unseen.models.backbones import ConvNet, build_trunk, resolve_taps
-from unseen.models.embedder import Embedder, build_embedder
+from unseen.models.network import EmbeddingModel, build_model
+from unseen.models.spec import ModelSpec
 from unseen.train.checkpoint import load_checkpoint
 from unseen.train.trainer import Trainer
 
@@ -33,7 +34,7 @@ def adversarial(*overrides, num_classes=CLASSES):
 
 def embedder(seed=0, taps=()):
     torch.manual_seed(seed)
-    return Embedder(ConvNet(in_chans=1, channels=(4, 8)), DIM, taps=taps)
+    return EmbeddingModel(ConvNet(in_chans=1, channels=(4, 8)), DIM, taps=taps)
 
 
 def pk_batch(p=CLASSES, k=3, seed=0):

@@ -14,7 +14,7 @@ from unseen.methods import Batch, EpochContext
 from unseen.methods.baseline import Baseline
 from unseen.methods.divide_conquer import DivideAndConquer
 from unseen.models.backbones import build_trunk
-from unseen.models.embedder import Embedder
+from unseen.models.network import EmbeddingModel
 from unseen.train.checkpoint import load_checkpoint
 from unseen.train.trainer import Trainer
 
@@ -92,7 +92,7 @@ def test_stream_is_the_default_one_before_clustering_and_in_the_finetune_phase(p
 
 def tiny_embedder(slices):
     torch.manual_seed(0)
-    return Embedder(build_trunk("convnet", in_chans=1, channels=(4, 8)), 8, class_slices=slices)
+    return EmbeddingModel(build_trunk("convnet", in_chans=1, channels=(4, 8)), 8, class_slices=slices)
 
 
 def as_batch(train, rows):

@@ -10,7 +10,7 @@ from unseen.methods.base import Batch
 from unseen.methods.baseline import Baseline
 from unseen.methods.ecaml import ECAML
 from unseen.models.backbones import ConvNet
-from unseen.models.embedder import Embedder
+from unseen.models.network import EmbeddingModel
 
 DIM = 8
 
@@ -21,7 +21,7 @@ def config(*overrides):
 
 def embedder(seed=0):
     torch.manual_seed(seed)
-    return Embedder(ConvNet(in_chans=1, channels=(4, 8)), DIM)
+    return EmbeddingModel(ConvNet(in_chans=1, channels=(4, 8)), DIM)
 
 
 def ecaml(*overrides, model=None):
@@ -181,7 +181,7 @@ def test_ecaml_composes_with_base_losses_in_a_real_forward_backward_step(name):
 def test_ecaml_refuses_a_tapped_model():
     from unseen.config import load_config
     from unseen.errors import ConfigError
-    from unseen.train.inference import check_config
+    from unseen.train.components import check_config
 
     with pytest.raises(ConfigError, match=r"method \(ecaml\): model\.taps is not supported"):
         check_config(load_config(None, ["method.name=ecaml", "model.taps=[block1]"]))

@@ -22,7 +22,7 @@ from unseen.methods.surrogate import (
     surrogate_batches,
 )
 from unseen.models.backbones import build_trunk
-from unseen.models.embedder import Embedder
+from unseen.models.network import EmbeddingModel
 from unseen.train.checkpoint import load_checkpoint
 from unseen.train.trainer import Trainer, build_components
 
@@ -210,7 +210,7 @@ def test_plan_length_is_known_before_clustering_and_the_class_batches_are_the_ba
 # -- the loss --------------------------------------------------------------------------------------
 def tiny_embedder(method):
     torch.manual_seed(0)
-    return Embedder(build_trunk("convnet", in_chans=1, channels=(4, 8)), 8, extra_heads=method.extra_heads())
+    return EmbeddingModel(build_trunk("convnet", in_chans=1, channels=(4, 8)), 8, extra_heads=method.extra_heads())
 
 
 @pytest.mark.parametrize("loss", [MARGIN, MULTI_SIMILARITY], ids=["margin", "multi_similarity"])

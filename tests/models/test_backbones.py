@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from unseen.config import ModelConfig
 from unseen.errors import ConfigError
 from unseen.models.backbones import ConvNet, TimmTrunk, build_trunk
-from unseen.models.embedder import build_embedder
+from unseen.models.network import build_model
+from unseen.models.spec import ModelSpec
 
 
 def test_convnet_surface_and_tap_shapes():
@@ -16,7 +16,7 @@ def test_convnet_surface_and_tap_shapes():
 
 
 def test_embedder_outputs_unit_class_embedding_and_extra_heads():
-    model = build_embedder(ModelConfig(channels=(8, 16), embedding_dim=12), in_chans=1, extra_heads={"shared": 6})
+    model = build_model(ModelSpec(backbone="convnet", in_chans=1, channels=(8, 16), embedding_dim=12, extra_heads={"shared": 6}))
     out = model(torch.randn(3, 1, 28, 28))
     assert out["features"].shape == (3, 16)
     assert out["class"].shape == (3, 12) and out["shared"].shape == (3, 6)
@@ -25,14 +25,14 @@ def test_embedder_outputs_unit_class_embedding_and_extra_heads():
 
 
 def test_param_groups_split_trunk_and_heads():
-    model = build_embedder(ModelConfig(channels=(8,), embedding_dim=4), in_chans=1)
+    model = build_model(ModelSpec(backbone="convnet", in_chans=1, channels=(8,), embedding_dim=4))
     groups = model.param_groups(lr=1e-3, backbone_lr=1e-4, weight_decay=0.0)
     assert [(g["name"], g["lr"]) for g in groups] == [("backbone", 1e-4), ("heads", 1e-3)]
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
 def test_freeze_batchnorm_keeps_running_stats():
-    model = build_embedder(ModelConfig(channels=(4,), freeze_batchnorm=True), in_chans=1).train()
+    model = build_model(ModelSpec(backbone="convnet", in_chans=1, channels=(4,), freeze_batchnorm=True)).train()
     bn = model.trunk.blocks[0][1]
     before = bn.running_mean.clone()
     model(torch.randn(4, 1, 8, 8) + 5)
@@ -50,7 +50,7 @@ def test_timm_trunk_by_name_and_unknown_names():
 
 
 def test_sliced_class_head_normalizes_each_slice_and_keeps_unit_norm():
-    model = build_embedder(ModelConfig(channels=(8,), embedding_dim=12), in_chans=1, class_slices=3)
+    model = build_model(ModelSpec(backbone="convnet", in_chans=1, channels=(8,), embedding_dim=12, class_slices=3))
     z = model(torch.randn(5, 1, 16, 16))["class"]
     slices = z.view(5, 3, 4)
     assert torch.allclose(slices.norm(dim=-1), torch.full((5, 3), 3**-0.5))

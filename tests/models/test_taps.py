@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from unseen.config import ModelConfig
 from unseen.errors import ConfigError
 from unseen.models.backbones import ConvNet, build_trunk, resolve_taps
-from unseen.models.embedder import Embedder, build_embedder
+from unseen.models.network import EmbeddingModel, build_model
+from unseen.models.spec import ModelSpec
 
 # Stage names, channels and map sizes (at 32×32 input) of the trunks, as docs/methods.md lists them.
 TIMM_STAGES = {
@@ -73,12 +73,12 @@ def test_bad_taps_are_config_errors_listing_the_stages(taps, message):
     with pytest.raises(ConfigError, match=message):
         resolve_taps(("block0", "block1", "block2"), taps)
     with pytest.raises(ConfigError, match=message):
-        build_embedder(ModelConfig(channels=(4, 8, 16), taps=taps), in_chans=1)
+        build_model(ModelSpec(backbone="convnet", in_chans=1, channels=(4, 8, 16), taps=taps))
 
 
 def test_without_taps_the_embedder_is_unchanged():
     torch.manual_seed(0)
-    model = build_embedder(ModelConfig(channels=(4, 8), embedding_dim=6), in_chans=1).eval()
+    model = build_model(ModelSpec(backbone="convnet", in_chans=1, channels=(4, 8), embedding_dim=6)).eval()
     assert list(model.state_dict()) == [*(f"trunk.{k}" for k in model.trunk.state_dict()),
                                         "heads.class.linear.weight", "heads.class.linear.bias"]
     assert [g["name"] for g in model.param_groups(1e-3, None, 0.0)] == ["backbone", "heads"]
@@ -92,8 +92,9 @@ def test_without_taps_the_embedder_is_unchanged():
 @pytest.mark.parametrize("attention", ["none", "spatial", "spatial+channel"])
 def test_tapped_embedder_fuses_pooled_taps_with_the_last_map(attention):
     torch.manual_seed(0)
-    config = ModelConfig(channels=(4, 8, 16), embedding_dim=6, taps=["block1", 0], attention=attention)
-    model = build_embedder(config, in_chans=1, extra_heads={"shared": 3}).eval()
+    spec = ModelSpec(backbone="convnet", in_chans=1, channels=(4, 8, 16), embedding_dim=6, taps=["block1", 0],
+                     attention=attention, extra_heads={"shared": 3})
+    model = build_model(spec).eval()
     assert model.taps == (0, 1) and model.heads["class"].linear.in_features == 4 + 8 + 16
     assert model.heads["shared"].linear.in_features == 28
     x = torch.randn(3, 1, 12, 12)
@@ -112,7 +113,7 @@ def test_tapped_embedder_fuses_pooled_taps_with_the_last_map(attention):
 
 def test_tapped_timm_embedder_trains_the_attention(timm_trunk):
     _, trunk = timm_trunk
-    model = Embedder(trunk, 8, taps=(2, 3), attention="spatial+channel")
+    model = EmbeddingModel(trunk, 8, taps=(2, 3), attention="spatial+channel")
     out = model(torch.randn(2, 3, 32, 32))
     assert out["features"].shape == (2, trunk.num_features) and out["class"].shape == (2, 8)
     out["class"][:, 0].sum().backward()

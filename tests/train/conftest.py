@@ -21,7 +21,7 @@ def tiny_config():
         return load_config(None, [
             "model.channels=[4,8]", "model.embedding_dim=8", "data.image_size=12",
             "sampler.classes_per_batch=4", "sampler.samples_per_class=2", "train.epochs=2",
-            "train.eval_every=1", "train.threads=1", "evaluation.recall_at=[1,2]",
+            "train.validate_every=2", "train.threads=1", "evaluation.recall_at=[1,2]",
             "evaluation.metrics=[recall,map@r]", *overrides,
         ])
 

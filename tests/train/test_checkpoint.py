@@ -2,11 +2,15 @@ import pytest
 import torch
 
 from unseen.errors import CheckpointError
-from unseen.train.checkpoint import load_checkpoint, save_checkpoint
+from unseen.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+
+
+def checkpoint(**fields):
+    return {"format": CHECKPOINT_FORMAT, "model_spec": {}, "model": {}, "config": {}, **fields}
 
 
 def test_round_trip(tmp_path):
-    state = {"model": {"w": torch.arange(3.0)}, "config": {"a": 1}, "step": 5}
+    state = checkpoint(model={"w": torch.arange(3.0)}, config={"a": 1}, step=5)
     save_checkpoint(state, tmp_path / "ck" / "last.pt")
     loaded = load_checkpoint(tmp_path / "ck" / "last.pt")
     assert torch.equal(loaded["model"]["w"], state["model"]["w"]) and loaded["step"] == 5
@@ -15,7 +19,7 @@ def test_round_trip(tmp_path):
 
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    save_checkpoint({"model": {}, "config": {}, "step": 1}, path)
+    save_checkpoint(checkpoint(step=1), path)
 
     def broken_save(obj, file):
         file.write(b"partial")
@@ -23,7 +27,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint({"model": {}, "config": {}, "step": 2}, path)
+        save_checkpoint(checkpoint(step=2), path)
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
@@ -51,3 +55,14 @@ def test_unreadable_and_foreign_files(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"other\.pt: not an unseen checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+    torch.save(checkpoint(format="unseen-checkpoint/1"), tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match=r"old\.pt: checkpoint format 'unseen-checkpoint/1'"):
+        load_checkpoint(tmp_path / "old.pt")
+
+
+def test_a_truncated_checkpoint_is_named(tmp_path):
+    save_checkpoint(checkpoint(model={"w": torch.arange(1000.0)}), tmp_path / "best.pt")
+    data = (tmp_path / "best.pt").read_bytes()
+    (tmp_path / "best.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"best\.pt: not a readable unseen checkpoint \(truncated or foreign"):
+        load_checkpoint(tmp_path / "best.pt")

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+import unseen.train.trainer as trainer_module
 from unseen.data.transforms import BatchBorderFillAffine
 from unseen.errors import CheckpointError, ConfigError
 from unseen.train.checkpoint import load_checkpoint
@@ -13,28 +14,43 @@ def weights(run_dir):
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
 
 
+def records(run_dir, name="history.jsonl"):
+    return [json.loads(line) for line in (run_dir / name).read_text().splitlines()]
+
+
 def test_run_dir_holds_config_history_checkpoints_and_metrics(tmp_path, tiny_config, tiny_splits):
     results = Trainer(tiny_config(), tmp_path / "run", progress=False, splits=tiny_splits).fit()
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} == {"config.yaml", "classes.json", "history.jsonl", "metrics.json",
                                                "checkpoints"}
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
-    records = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records if r["kind"] == "val"] == [1, 2]
-    assert all(r["step"] >= 1 for r in records)
+    history = records(run)
+    assert [r["step"] for r in history if r["kind"] == "val"] == [2, 4]  # 2 epochs of ceil(8 / 4) = 2 steps
+    assert all(r["step"] >= 1 and r.get("phase", "train") == "train" for r in history)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(results))
-    assert metrics["selection"].startswith("best validation recall@1")
+    assert metrics["selection"].startswith("best validation recall@1") and metrics["steps"] == 4
     assert {"recall@1", "recall@2", "map@r"} <= set(metrics["test"]) and "test_last" in metrics
     assert metrics["protocol"]["train"] == {"images": 40, "classes": 8}
+    assert metrics["protocol"]["evaluation"].startswith("leave-one-out")
+    assert metrics["model_spec"]["embedding_dim"] == 8 and metrics["commit"]
     assert json.loads((run / "classes.json").read_text())["test"][0] == "200"
 
 
-def test_resume_continues_exactly(tmp_path, tiny_config, tiny_splits, interrupted_run):
-    config = tiny_config("train.epochs=3", "schedule.name=cosine")
+def test_checkpoints_carry_the_model_spec_class_names_and_commit(tmp_path, tiny_config, tiny_splits):
+    Trainer(tiny_config(), tmp_path / "run", progress=False, splits=tiny_splits).fit()
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert best["model_spec"]["backbone"] == "convnet" and best["model_spec"]["in_chans"] == 1
+    assert best["class_names"] == list(tiny_splits.train.class_names) and "optimizer" not in best
+    assert "optimizer" in load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+
+
+@pytest.mark.parametrize("validate_every", [2, 3], ids=["at an epoch boundary", "mid-epoch"])
+def test_resume_continues_exactly(tmp_path, tiny_config, tiny_splits, interrupted_run, validate_every):
+    config = tiny_config("train.epochs=3", "schedule.name=cosine", f"train.validate_every={validate_every}")
     Trainer(config, tmp_path / "straight", progress=False, splits=tiny_splits).fit()
 
-    assert interrupted_run(config, tmp_path / "resumed", tiny_splits) == [1]
+    assert interrupted_run(config, tmp_path / "resumed", tiny_splits) == [validate_every]
 
     Trainer.resume(tmp_path / "resumed", progress=False, splits=tiny_splits).fit()
     straight, again = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
@@ -43,8 +59,7 @@ def test_resume_continues_exactly(tmp_path, tiny_config, tiny_splits, interrupte
 
 
 def history_without_speed(run_dir):
-    records = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in records]
+    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in records(run_dir)]
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, tiny_config, tiny_splits):
@@ -55,18 +70,25 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, tiny_config, ti
         Trainer.resume(tmp_path / "run", progress=False, splits=tiny_splits)
 
 
-def test_max_steps_bounds_the_run_and_the_schedule(tmp_path, tiny_config, tiny_splits):
-    trainer = Trainer(tiny_config("train.epochs=50", "train.max_steps=3"), tmp_path / "run", progress=False,
+def test_steps_are_the_budget_and_bound_the_schedule(tmp_path, tiny_config, tiny_splits):
+    trainer = Trainer(tiny_config("train.epochs=50", "train.steps=3"), tmp_path / "run", progress=False,
                       splits=tiny_splits)
-    assert trainer.total_steps == 3
+    assert trainer.total_steps == 3 and trainer.validate_every == 2
     trainer.fit()
     assert trainer.step == 3 and trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
+    assert [r["step"] for r in records(tmp_path / "run") if r["kind"] == "val"] == [2, 3]
+
+
+def test_validate_every_a_share_of_the_budget(tmp_path, tiny_config, tiny_splits):
+    trainer = Trainer(tiny_config("train.steps=20", "train.validate_every=0.25"), tmp_path / "run", progress=False,
+                      splits=tiny_splits)
+    assert trainer.validate_every == 5
 
 
 def test_schedules(tiny_config):
-    def lrs(*overrides, total=10, per_epoch=5):
+    def lrs(*overrides, total=10):
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-        scheduler = build_scheduler(tiny_config(*overrides), optimizer, total, per_epoch)
+        scheduler = build_scheduler(tiny_config(*overrides), optimizer, total)
         values = []
         for _ in range(total):
             values.append(optimizer.param_groups[0]["lr"])
@@ -75,7 +97,8 @@ def test_schedules(tiny_config):
         return values
 
     assert lrs("schedule.name=constant") == [1.0] * 10
-    assert lrs("schedule.name=step", "schedule.step_epochs=[1]", "schedule.gamma=0.5") == [1.0] * 5 + [0.5] * 5
+    assert lrs("schedule.name=step", "schedule.milestones=[5]", "schedule.gamma=0.5") == [1.0] * 5 + [0.5] * 5
+    assert lrs("schedule.name=step", "schedule.milestones=[0.8]") == pytest.approx([1.0] * 8 + [0.1] * 2)
     cosine = lrs("schedule.name=cosine", "schedule.warmup_steps=2")
     assert cosine[:3] == pytest.approx([0.5, 1.0, 1.0])
     assert cosine[-1] == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(torch.pi * 7 / 8)).item()))
@@ -107,7 +130,7 @@ def test_small_preset_jitters_whole_batches_on_the_device_with_the_plans_seeds(
     trainer = Trainer(tiny_config("train.epochs=1"), tmp_path / "run", progress=False, splits=tiny_splits)
     image = tiny_splits.train.load_image(0)
     assert torch.equal(trainer.c.transform(train=True)(image), trainer.c.transform(train=False)(image))
-    plan = trainer.c.method.batches(tiny_splits.train, 0)
+    plan = trainer.c.method.plan(0)
     trainer.fit()
     assert calls == [seeds.tolist() for seeds in plan.seeds]
 
@@ -120,7 +143,44 @@ def test_loader_jitter_leaves_batches_alone(tmp_path, tiny_config, tiny_splits, 
     trainer.fit()
 
 
+def test_no_jitter_trains_on_the_eval_transform(tmp_path, tiny_config, tiny_splits, monkeypatch):
+    monkeypatch.setattr(BatchBorderFillAffine, "__call__", lambda *a: pytest.fail("batch jitter used"))
+    for augment_on in ("loader", "device"):
+        trainer = Trainer(tiny_config("train.epochs=1", "data.jitter=false", f"data.augment_on={augment_on}"),
+                          tmp_path / augment_on, progress=False, splits=tiny_splits)
+        assert trainer.c.batch_augment() is None
+        torch.manual_seed(3)
+        image = tiny_splits.train.load_image(0)
+        assert torch.equal(trainer.c.transform(train=True)(image), trainer.c.transform(train=False)(image))
+        trainer.fit()
+
+
 def test_device_jitter_needs_the_small_preset(tmp_path, tiny_config, tiny_splits):
     config = tiny_config("data.preset=imagenet", "data.augment_on=device")
     with pytest.raises(ConfigError, match="data.augment_on: 'device' needs data.preset 'small'"):
         Trainer(config, tmp_path / "run", progress=False, splits=tiny_splits)
+
+
+def test_the_test_trace_is_recorded_and_never_selects(tmp_path, tiny_config, tiny_splits, monkeypatch):
+    """The test curve is written beside the history for figures; poisoning every test evaluation made during
+    training must not change which checkpoint is selected, nor anything the validation wrote."""
+    config = tiny_config("train.epochs=4", "train.trace_test=true")
+    plain = tiny_config("train.epochs=4")
+    Trainer(plain, tmp_path / "plain", progress=False, splits=tiny_splits).fit()
+
+    real_evaluate = trainer_module.Components.evaluate
+
+    def poisoned(self, table, progress=False, metrics=None, embeddings=None):
+        values = real_evaluate(self, table, progress, metrics, embeddings)
+        if table.name == "test":  # a test metric that, if read, would pick the first validation point
+            values = {k: (1.0 - trainer.step / 100 if k.startswith("recall") else v) for k, v in values.items()}
+        return values
+
+    monkeypatch.setattr(trainer_module.Components, "evaluate", poisoned)
+    trainer = Trainer(config, tmp_path / "traced", progress=False, splits=tiny_splits)
+    results = trainer.fit()
+    trace = records(tmp_path / "traced", "test_trace.jsonl")
+    assert [r["step"] for r in trace] == [2, 4, 6, 8] and {"recall@1", "map@r"} <= set(trace[0])
+    plain_metrics = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    assert results["selection"] == plain_metrics["selection"] and results["val"] == plain_metrics["val"]
+    assert history_without_speed(tmp_path / "traced") == history_without_speed(tmp_path / "plain")

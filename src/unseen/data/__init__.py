@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from unseen.config import DataConfig
-from unseen.data.base import Splits, Table, split_validation, table_from_labels
+from unseen.data.base import Splits, Table, split_by_groups, split_validation, table_from_labels
 from unseen.data.scan import apply_bad_image_policy
 from unseen.errors import ConfigError
+from unseen.registry import Registry
 
-# name -> module with `read(root, config) -> (train table, test table)`; imported on use.
-READERS: dict[str, str] = {
-    "omniglot": "unseen.data.omniglot",
-    "cub": "unseen.data.cub",
-    "cars": "unseen.data.cars",
-    "sop": "unseen.data.sop",
-    "inshop": "unseen.data.inshop",
-    "vehicleid": "unseen.data.vehicleid",
-    "folder": "unseen.data.folder",
-    "csv": "unseen.data.folder",
-}
+Reader = Callable[[Path, DataConfig], tuple[Table, Table]]
+
+# `data.name` -> `read(root, config) -> (seen-class table, unseen-class table)`; each module imported on use.
+READERS: Registry[Reader] = Registry("dataset", key="data.name")
+for _name, _module in (("omniglot", "omniglot"), ("cub", "cub"), ("cars", "cars"), ("sop", "sop"),
+                       ("inshop", "inshop"), ("vehicleid", "vehicleid"), ("folder", "folder"), ("csv", "folder")):
+    READERS.register_lazy(_name, f"unseen.data.{_module}:read")
 
 
 def data_root(configured: str | None = None) -> Path:
@@ -35,10 +32,7 @@ def data_root(configured: str | None = None) -> Path:
 
 def read_dataset(config: DataConfig) -> tuple[Table, Table]:
     """The seen-class (train) and unseen-class (test) tables of `data.name`."""
-    if config.name not in READERS:
-        raise ConfigError(f"data.name: unknown dataset '{config.name}'; known: {', '.join(sorted(READERS))}")
-    reader = importlib.import_module(READERS[config.name])
-    return reader.read(data_root(config.root), config)
+    return READERS.get(config.name)(data_root(config.root), config)
 
 
 def build_splits(config: DataConfig, progress: bool = False) -> Splits:
@@ -49,12 +43,18 @@ def build_splits(config: DataConfig, progress: bool = False) -> Splits:
     seen, unseen = read_dataset(config)
     seen, seen_report = apply_bad_image_policy(seen, config.on_bad_image, progress=progress)
     unseen, unseen_report = apply_bad_image_policy(unseen, config.on_bad_image, progress=progress)
-    train, val = split_validation(seen, config.val_fraction, config.split_seed)
+    if config.val_groups:
+        train, val = split_by_groups(seen, config.val_groups, config.train_groups, config.split_seed)
+        held_out = (f"train on the classes of {len(train.groups)} groups ({', '.join(train.groups)}), validate on "
+                    f"the {val.num_classes} classes of {len(val.groups)} other groups ({', '.join(val.groups)})")
+    else:
+        if config.train_groups is not None:
+            raise ConfigError("data.train_groups: needs data.val_groups (a group-disjoint validation split)")
+        train, val = split_validation(seen, config.val_fraction, config.split_seed)
+        held_out = f"{config.val_fraction:.0%} of them held out for validation (seed {config.split_seed})"
     protocol = (
-        f"train/val: {config.name} seen classes, {config.val_fraction:.0%} of them held out for validation "
-        f"(seed {config.split_seed}); test: the unseen classes, "
-        + ("leave-one-out retrieval" if unseen.is_leave_one_out else "query -> gallery retrieval")
-        + "; checkpoint selection on validation only"
+        f"train/val: {config.name} seen classes, {held_out}; test: the unseen classes; "
+        "checkpoint selection on validation only"
     )
     return Splits(train=train, val=val, test=unseen, dataset=config.name, protocol=protocol,
                   bad_images=[r.to_dict() for r in (seen_report, unseen_report) if r.checked])

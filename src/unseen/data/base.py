@@ -7,7 +7,7 @@ to contiguous ids 0..C-1 per table; `class_names` keeps the original name of eac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ class Table:
     is_query: np.ndarray = field(default=None)  # type: ignore[assignment]
     is_gallery: np.ndarray = field(default=None)  # type: ignore[assignment]
     name: str = ""
+    class_groups: tuple[str, ...] | None = None  # the group of each class (Omniglot: its alphabet), if any
 
     def __post_init__(self) -> None:
         labels = np.asarray(self.labels)
@@ -40,6 +41,9 @@ class Table:
             raise DatasetError(f"table '{self.name}': {len(self.paths)} paths for {n} labels")
         if n and (labels.min() < 0 or labels.max() >= len(self.class_names)):
             raise DatasetError(f"table '{self.name}': labels must lie in 0..{len(self.class_names) - 1}")
+        if self.class_groups is not None and len(self.class_groups) != len(self.class_names):
+            raise DatasetError(f"table '{self.name}': {len(self.class_groups)} class groups for "
+                               f"{len(self.class_names)} classes")
         object.__setattr__(self, "labels", labels.astype(np.int64, copy=False))
         for role in ("is_query", "is_gallery"):
             mask = getattr(self, role)
@@ -74,7 +78,13 @@ class Table:
             is_query=self.is_query[rows],
             is_gallery=self.is_gallery[rows],
             name=self.name if name is None else name,
+            class_groups=None if self.class_groups is None else tuple(self.class_groups[c] for c in kept),
         )
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The distinct class groups, sorted (empty when the dataset has none)."""
+        return tuple(sorted(set(self.class_groups or ())))
 
     def load_image(self, index: int) -> Image.Image:
         """The image of sample `index` as PIL (mode L or RGB); a file that cannot be decoded is a DatasetError."""
@@ -97,18 +107,22 @@ def table_from_labels(
     is_query: np.ndarray | None = None,
     is_gallery: np.ndarray | None = None,
     name: str = "",
+    group_of: Callable[[str], str] | None = None,
 ) -> Table:
-    """Build a Table from arbitrary class labels (ints or strings), remapped to sorted contiguous ids."""
+    """Build a Table from arbitrary class labels (ints or strings), remapped to sorted contiguous ids;
+    `group_of(class name)` gives each class its group (e.g. Omniglot's alphabet), when the data has groups."""
     raw = np.asarray(raw_labels)
     kept, labels = np.unique(raw, return_inverse=True)
+    names = tuple(str(c) for c in kept)
     return Table(
         labels=labels.reshape(-1),
-        class_names=tuple(str(c) for c in kept),
+        class_names=names,
         images=images,
         paths=None if paths is None else tuple(str(p) for p in paths),
         is_query=is_query,
         is_gallery=is_gallery,
         name=name,
+        class_groups=None if group_of is None else tuple(group_of(n) for n in names),
     )
 
 
@@ -150,3 +164,41 @@ def split_validation(train: Table, fraction: float, seed: int) -> tuple[Table, T
     val_classes[rng.permutation(train.num_classes)[:num_val]] = True
     in_val = val_classes[train.labels]
     return train.select(~in_val, name="train"), train.select(in_val, name="val")
+
+
+def split_by_groups(
+    seen: Table, val_groups: Sequence[str], train_groups: int | Sequence[str] | None, seed: int
+) -> tuple[Table, Table]:
+    """Validation = every class of the groups `val_groups`; training = the classes of `train_groups` (names, or
+    that many of the other groups drawn with `seed`), or of every other group. Group-disjoint, as the test is."""
+    if seen.class_groups is None:
+        raise DatasetError(f"data.val_groups: the {seen.name or 'training'} classes have no groups in this dataset; "
+                           "use data.val_fraction")
+    known = seen.groups
+    _check_groups("data.val_groups", val_groups, known)
+    if len(set(val_groups)) != len(val_groups):
+        raise DatasetError("data.val_groups: a group is listed twice")
+    rest = [g for g in known if g not in set(val_groups)]
+    if train_groups is None:
+        chosen = rest
+    elif isinstance(train_groups, int):
+        if train_groups > len(rest):
+            raise DatasetError(f"data.train_groups: {train_groups} asked for, but only {len(rest)} groups are left "
+                               "after the validation groups")
+        rng = np.random.default_rng(seed)
+        chosen = sorted(rng.choice(np.array(rest, dtype=object), size=train_groups, replace=False).tolist())
+    else:
+        _check_groups("data.train_groups", train_groups, known)
+        overlap = sorted(set(train_groups) & set(val_groups))
+        if overlap:
+            raise DatasetError(f"data.train_groups: '{overlap[0]}' is also a validation group")
+        chosen = list(train_groups)
+    group = np.array(seen.class_groups, dtype=object)[seen.labels]
+    return (seen.select(np.isin(group, chosen), name="train"),
+            seen.select(np.isin(group, list(val_groups)), name="val"))
+
+
+def _check_groups(key: str, groups: Sequence[str], known: Sequence[str]) -> None:
+    unknown = [g for g in groups if g not in known]
+    if unknown:
+        raise DatasetError(f"{key}: unknown group '{unknown[0]}'; known: {', '.join(known)}")

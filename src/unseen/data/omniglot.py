@@ -58,13 +58,19 @@ def read(root: Path, config: Any) -> tuple[Table, Table]:
             raise DatasetError(f"omniglot: no {name} images under {folder}")
         order = np.lexsort((part.file_names, part.class_names))
         table = table_from_labels(
-            part.class_names[order], images=resize(part.images, config.image_size)[order], name=name
+            part.class_names[order], images=resize(part.images, config.image_size)[order], name=name,
+            group_of=alphabet,
         )
         expected_images, expected_classes = CANONICAL[name]
         files.check_count(f"{name} images", len(table), expected_images)
         files.check_count(f"{name} classes", table.num_classes, expected_classes)
         tables.append(table)
     return tables[0], tables[1]
+
+
+def alphabet(class_name: str) -> str:
+    """The group of an Omniglot class: its alphabet (`Bengali/character07` -> `Bengali`)."""
+    return class_name.split("/", 1)[0]
 
 
 def resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -79,7 +85,7 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def _read_npz(path: Path, files: DatasetFiles) -> dict[str, _Part]:
-    """The compact copy: arrays as in /work/shared/data/omniglot/README.md (see docs/datasets.md)."""
+    """The compact copy: the arrays listed in NPZ_ARRAYS (docs/datasets.md describes them)."""
     shown = files.show(path)
     try:
         with np.load(path) as data:

@@ -83,6 +83,21 @@ class ClassBalancedBatchSampler:
         """Batches per epoch: ceil(classes / P)."""
         return -(-len(self.classes) // self.classes_per_batch)
 
+    def stream(self, start: int, length: int) -> BatchPlan:
+        """Batches `start` .. `start + length - 1` of the endless stream epoch 0, epoch 1, ... (so a method whose
+        plans are not the sampler's epochs still draws every class once per pass, from any step on)."""
+        per_epoch = len(self)
+        indices: list[np.ndarray] = []
+        seeds: list[np.ndarray] = []
+        epoch, offset = divmod(start, per_epoch)
+        while len(indices) < length:
+            plan = self.epoch(epoch)
+            take = plan.indices[offset:offset + length - len(indices)]
+            indices += take
+            seeds += plan.seeds[offset:offset + len(take)]
+            epoch, offset = epoch + 1, 0
+        return BatchPlan(indices, seeds)
+
     def epoch(self, epoch: int) -> BatchPlan:
         """The batches of `epoch`; the same (seed, epoch) always gives the same plan."""
         rng = np.random.default_rng([self.seed, epoch])

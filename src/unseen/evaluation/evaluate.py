@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unseen.evaluation.catalog import CLUSTERING_METRICS, RETRIEVAL_METRICS
 from unseen.evaluation.clustering import FAISS_SEED, kmeans, nmi, pairwise_f1
 from unseen.evaluation.errors import EvaluationError
 from unseen.evaluation.knn import search
 from unseen.evaluation.metrics import map_at_r, precision_at_1, r_precision, recall_at_k
 from unseen.evaluation.protocols import Split, leave_one_out, query_gallery, vehicleid_splits
 
-RETRIEVAL_METRICS = ("recall", "precision@1", "r_precision", "map@r")
-CLUSTERING_METRICS = ("nmi", "f1")
 METRICS = RETRIEVAL_METRICS + CLUSTERING_METRICS
 COUNT_KEYS = ("num_queries", "num_queries_excluded")  # integers beside the float metrics
 

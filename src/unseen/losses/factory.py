@@ -18,6 +18,7 @@ import pytorch_metric_learning.regularizers as pml_regularizers
 from torch import nn
 
 from unseen.errors import ConfigError
+from unseen.registry import Registry
 
 # Abstract bases and losses whose input is not a labelled batch of embeddings (two views, pre-packed
 # triplets, ManifoldLoss's label-free proxies).
@@ -40,21 +41,21 @@ _OBJECT_ARGUMENTS = {
 }
 
 
-def _classes(module: Any, base: type, excluded: set[str]) -> dict[str, type]:
-    return {
-        name: obj
-        for name, obj in vars(module).items()
-        if inspect.isclass(obj) and issubclass(obj, base) and name not in excluded
-    }
+def _registry(kind: str, module: Any, base: type, excluded: set[str]) -> Registry[type]:
+    registry: Registry[type] = Registry(kind, key=f"{kind}.name")
+    for name, obj in sorted(vars(module).items()):
+        if inspect.isclass(obj) and issubclass(obj, base) and name not in excluded:
+            registry.register(name)(obj)
+    return registry
 
 
-LOSSES: dict[str, type] = _classes(pml_losses, pml_losses.BaseMetricLossFunction, _NOT_LOSSES)
-MINERS: dict[str, type] = _classes(pml_miners, pml_miners.BaseMiner, _NOT_MINERS)
+LOSSES = _registry("loss", pml_losses, pml_losses.BaseMetricLossFunction, _NOT_LOSSES)
+MINERS = _registry("miner", pml_miners, pml_miners.BaseMiner, _NOT_MINERS)
 
 
 def build_loss(name: str, kwargs: dict[str, Any], *, num_classes: int, embedding_dim: int) -> nn.Module:
     """A PML loss by name; `num_classes` / `embedding_size` are filled in where the loss takes them."""
-    cls = _lookup(LOSSES, name, "loss")
+    cls = LOSSES.get(name)
     kwargs = dict(kwargs)
     accepted = _accepted_arguments(cls)
     run_values = {"num_classes": num_classes, **{key: embedding_dim for key in _EMBEDDING_SIZE_ARGUMENTS}}
@@ -70,13 +71,7 @@ def build_miner(name: str | None, kwargs: dict[str, Any]) -> nn.Module | None:
         if kwargs:
             raise ConfigError(f"miner: arguments {sorted(kwargs)} given but miner.name is null")
         return None
-    return _construct(_lookup(MINERS, name, "miner"), dict(kwargs), "miner")
-
-
-def _lookup(table: dict[str, type], name: str, section: str) -> type:
-    if name not in table:
-        raise ConfigError(f"{section}.name: unknown {section} '{name}'; known: {', '.join(sorted(table))}")
-    return table[name]
+    return _construct(MINERS.get(name), dict(kwargs), "miner")
 
 
 def _construct(cls: type, kwargs: dict[str, Any], section: str) -> nn.Module:

@@ -1,24 +1,18 @@
-"""Generalization methods by name (`method.name`)."""
+"""Generalization methods by name (`method.name`).
+
+A method is one module in this package: a `Method` subclass with a `name` registers itself when its module is
+imported, and every module of the package is imported here, so adding a method is adding its file (and a
+config); nothing else changes.
+"""
 
 from __future__ import annotations
 
-from unseen.config import Config
-from unseen.methods.base import Batch, EpochContext, LossOutput, Method
-from unseen.methods.baseline import Baseline
-from unseen.methods.class_adversarial import ClassAdversarial
-from unseen.methods.divide_conquer import DivideAndConquer
-from unseen.methods.ecaml import ECAML
-from unseen.methods.sharing import Sharing
-from unseen.registry import Registry
+import importlib
+import pkgutil
 
-METHODS: Registry[type[Method]] = Registry("method", key="method.name")
-for _method in (Baseline, ECAML, ClassAdversarial, DivideAndConquer, Sharing):
-    METHODS.register(_method.name)(_method)
+from unseen.methods.base import METHODS, Batch, LossOutput, Method, MethodContext
 
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-def build_method(config: Config, *, num_classes: int, embedding_dim: int) -> Method:
-    cls = METHODS.get(config.method.name)
-    return cls(config, num_classes=num_classes, embedding_dim=embedding_dim)
-
-
-__all__ = ["METHODS", "Batch", "EpochContext", "LossOutput", "Method", "build_method"]
+__all__ = ["METHODS", "Batch", "LossOutput", "Method", "MethodContext"]

@@ -1,13 +1,26 @@
-"""The method contract: what a generalization method may decide, on top of the base metric loss.
+"""The method contract: what a generalization method may decide on top of the base metric loss, and what it sees.
 
-A method owns the batch stream, its extra heads and modules, the per-epoch work (re-clustering...),
-and the loss. The config's `loss:` and `miner:` sections are its base objective, so every method
-runs over any conventional loss.
+A method sees a `MethodContext` (its slice of the config, the device, the sample table of its training classes,
+seeded random streams, the step counter and a way to embed the training set), never the whole run config. It
+declares four things and implements one:
+
+- `configure_model(params, spec)`: what it needs of the network (extra heads, a sliced class embedding) or
+  refuses one;
+- `param_groups(model, lr, weight_decay)`: optimizer groups for its own modules, and learning-rate multipliers
+  for layers of the network it owns the training of (ECAML's metric layer);
+- `steps_per_epoch()` and `plan(epoch)`: its batch stream, in optimizer steps; an epoch is one plan, whose
+  length the method fixes once; phases (D&C's conquer, MIC's alternation, re-clustering) are decided in steps,
+  reading `ctx.step`, and a plan may do its own preparation (clustering) first;
+- `objective(model, batch)`: the one training step's loss, forward pass included, so that mixed precision and
+  DistributedDataParallel wrap one place for every method.
+
+The config's `loss:` and `miner:` sections are the base objective (`base_objective`), so every method runs over
+any conventional loss.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,14 +29,19 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from unseen.config import Config, Section, describe_validation_error
+from unseen.config import LossConfig, MinerConfig, SamplerConfig, Section, describe_validation_error, resolve_steps
 from unseen.data.base import Table
 from unseen.data.samplers import BatchPlan, ClassBalancedBatchSampler
 from unseen.errors import ConfigError
 from unseen.losses.factory import build_loss, build_miner
+from unseen.registry import Registry
 
 if TYPE_CHECKING:
-    from unseen.models.embedder import Embedder
+    from unseen.models.network import EmbeddingModel
+    from unseen.models.spec import ModelSpec
+
+
+METHODS: Registry[type[Method]] = Registry("method", key="method.name")
 
 
 @dataclass
@@ -46,85 +64,149 @@ class LossOutput:
 
 
 @dataclass
-class EpochContext:
-    """What a method sees at the start of an epoch; `embed(output)` embeds the whole train table with the
-    eval transform and returns the named output (`features`, `class`, ...) as an N×D array."""
+class MethodContext:
+    """What a method sees of the run. `output_dims` gives the width of each named output of the network built
+    for it; `step` is the number of optimizer steps taken so far (the trainer keeps it current: at `plan(epoch)`
+    it is the epoch's first step, in `objective` the step being taken)."""
 
-    epoch: int
-    train: Table
-    seed: int
-    embed: Callable[[str], np.ndarray]
+    loss: LossConfig
+    miner: MinerConfig
+    sampler: SamplerConfig
+    num_classes: int
+    embedding_dim: int
+    seed: int = 0
+    total_steps: int = 0  # 0 while unknown: a budget in epochs is known once the plan length is
+    train: Table | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    embed: Callable[[str], np.ndarray] | None = None
+    output_dims: dict[str, int] = field(default_factory=dict)
+    step: int = 0
+
+    @property
+    def table(self) -> Table:
+        """The sample table of the training classes (a config check builds methods without one)."""
+        if self.train is None:
+            raise RuntimeError("this method needs its training table, but the context was built without data")
+        return self.train
+
+    def embed_train(self, output: str) -> np.ndarray:
+        """The whole training table embedded with the eval transform: `features`, `class`, an extra head, or
+        `tap:I` (the I-th intermediate map pooled to 4×4), as an N×D float32 array in table order."""
+        if self.embed is None:
+            raise RuntimeError("this method embeds its training set, but the context has no embedding function")
+        return self.embed(output)
+
+    def rng(self, *tags: int) -> np.random.Generator:
+        """A generator that is a pure function of (train.seed, *tags): reproducible, resume included, and
+        independent of the global random state that drives dropout and the augmentations."""
+        return np.random.default_rng([self.seed, *tags])
+
+    def steps(self, value: int | float) -> int:
+        """A step count from a config value: an integer as is, a fraction of the budget rounded."""
+        if not isinstance(value, int) and self.total_steps <= 0:
+            raise ConfigError(f"a method setting of {value} (a share of the budget) needs the budget in steps: set "
+                              "train.steps")
+        return resolve_steps(value, self.total_steps)
+
+    @property
+    def progress(self) -> float:
+        """Training progress p = step / total steps, in [0, 1]."""
+        return min(1.0, self.step / max(self.total_steps, 1))
 
 
 class Method(nn.Module):
-    """Base class; `Params` validates the `method:` section's keys (none for the baseline)."""
+    """Base class and the plain base loss; `Params` validates the `method:` section's keys. A subclass that sets
+    `name` is registered under it (`METHODS`)."""
 
     name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            METHODS.register(cls.name)(cls)
 
     class Params(Section):
         pass
 
-    def __init__(self, config: Config, *, num_classes: int, embedding_dim: int) -> None:
+    def __init__(self, params: Mapping[str, Any] | Section, ctx: MethodContext) -> None:
         super().__init__()
-        self.params = self.parse_params(config.method.kwargs)
-        self.config = config
-        self.base_loss = build_loss(config.loss.name, config.loss.kwargs, num_classes=num_classes,
-                                    embedding_dim=embedding_dim)
-        self.miner = build_miner(config.miner.name, config.miner.kwargs)
+        self.params = self.parse_params(params)
+        object.__setattr__(self, "ctx", ctx)  # shared with the trainer, not a submodule
+        self.base_loss = build_loss(ctx.loss.name, ctx.loss.kwargs, num_classes=ctx.num_classes,
+                                    embedding_dim=ctx.embedding_dim)
+        self.miner = build_miner(ctx.miner.name, ctx.miner.kwargs)
         self._sampler: ClassBalancedBatchSampler | None = None
 
+    ctx: MethodContext
+
     @classmethod
-    def parse_params(cls, kwargs: dict[str, Any]) -> Section:
+    def parse_params(cls, params: Mapping[str, Any] | Section) -> Section:
+        """The `method:` section's keys (bar `name`) validated by `Params`; a bad key is one ConfigError line."""
+        if isinstance(params, cls.Params):
+            return params
         try:
-            return cls.Params.model_validate(kwargs)
+            return cls.Params.model_validate(dict(params))
         except ValidationError as error:
             raise ConfigError(f"method ({cls.name}): {describe_validation_error(error, cls.Params)}") from None
 
-    def extra_heads(self) -> dict[str, int]:
-        """Extra embedding heads on the trunk, name -> dimension."""
-        return {}
+    # -- declarations ------------------------------------------------------------------------------
+    @classmethod
+    def configure_model(cls, params: Any, spec: ModelSpec) -> ModelSpec:
+        """The network this method trains, decided from its parsed `params` before the method is built (it then
+        sees the network's output widths): `spec` with extra heads or slices (unchanged by default). Raise a
+        ConfigError for a network the method cannot work with."""
+        return spec
 
-    def attach(self, model: Embedder) -> None:
-        """Called once the embedder is built and placed, before the optimizer exists: a method that reuses the
-        embedder's layers keeps references here (ECAML: the metric layer W, b). Nothing by default."""
-
-    def class_slices(self) -> int:
-        """Number of separately normalized slices of the class embedding (Divide and Conquer's learners)."""
-        return 1
-
-    def sampler(self, train: Table) -> ClassBalancedBatchSampler:
-        if self._sampler is None:
-            s = self.config.sampler
-            self._sampler = ClassBalancedBatchSampler(
-                train.labels, s.classes_per_batch, s.samples_per_class, seed=self.config.train.seed,
-                small_classes=s.small_classes,
-            )
-        return self._sampler
-
-    def batches(self, train: Table, epoch: int) -> BatchPlan:
-        """The batches of `epoch` (default: class-balanced P×K); a pure function of the seed and the epoch."""
-        return self.sampler(train).epoch(epoch)
-
-    def on_epoch_start(self, ctx: EpochContext) -> None:
-        """Per-epoch work such as re-clustering; nothing by default."""
-
-    def on_step(self, step: int, total_steps: int) -> None:
-        """Called before each optimizer step (0-based `step` of `total_steps`): schedules such as the DANN
-        ramp of an adversary's λ; nothing by default."""
-
-    def base_objective(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, loss: nn.Module | None = None
-    ) -> torch.Tensor:
-        """The configured metric loss (or another instance of it, e.g. one per D&C learner) on `embeddings`,
-        mined by the configured miner, in fp32."""
-        embeddings = embeddings.float()
-        tuples = self.miner(embeddings, labels) if self.miner is not None else None
-        return (loss or self.base_loss)(embeddings, labels, tuples)
-
-    def loss(self, out: dict[str, torch.Tensor], batch: Batch) -> LossOutput:
-        raise NotImplementedError
-
-    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        """The method's own parameters (the loss's proxies or margins, adversaries...) as optimizer groups."""
+    def param_groups(self, model: EmbeddingModel, lr: float, weight_decay: float) -> list[dict]:
+        """Optimizer groups of the method's own parameters (the base loss's proxies or margins, adversaries...).
+        A group may also list parameters of `model`; those then leave the network's own groups."""
         params = [p for p in self.parameters() if p.requires_grad]
         return [{"name": "method", "params": params, "lr": lr, "weight_decay": 0.0}] if params else []
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one plan (fixed for the run): by default one class-balanced pass, ceil(C / P)."""
+        return len(self.sampler())
+
+    def plan(self, epoch: int) -> BatchPlan:
+        """The batches of `epoch` (default: class-balanced P×K): a pure function of the seed, the epoch and the
+        method's checkpointed state, so a resumed run replays it."""
+        return self.sampler().epoch(epoch)
+
+    def phase(self, step: int) -> str:
+        """The name of the method's phase at `step`, logged with the training losses."""
+        return "train"
+
+    # -- the step ----------------------------------------------------------------------------------
+    def objective(self, model: EmbeddingModel, batch: Batch) -> LossOutput:
+        """The loss of one training step on `batch`, forward pass included."""
+        return self.loss(model(batch.images), batch)
+
+    def loss(self, out: dict[str, torch.Tensor], batch: Batch) -> LossOutput:
+        """The loss from the network's named outputs; the baseline: the base loss on the class embedding."""
+        total = self.base_objective(out["class"], batch.labels)
+        return LossOutput(total, {"base": float(total.detach())})
+
+    # -- shared helpers ----------------------------------------------------------------------------
+    def base_objective(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        loss: nn.Module | None = None,
+        mine: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
+    ) -> torch.Tensor:
+        """The configured metric loss (or another instance of it, e.g. one per D&C learner) on `embeddings` in fp32,
+        its pairs or triplets chosen by the configured miner, or by `mine(embeddings, labels)` (Sharing's
+        triplets). Every method's metric terms go through here."""
+        embeddings = embeddings.float()
+        miner = mine or self.miner
+        tuples = miner(embeddings, labels) if miner is not None else None
+        return (loss or self.base_loss)(embeddings, labels, tuples)
+
+    def sampler(self) -> ClassBalancedBatchSampler:
+        """The class-balanced P×K sampler over the training table."""
+        if self._sampler is None:
+            s = self.ctx.sampler
+            self._sampler = ClassBalancedBatchSampler(self.ctx.table.labels, s.classes_per_batch,
+                                                      s.samples_per_class, seed=self.ctx.seed,
+                                                      small_classes=s.small_classes)
+        return self._sampler

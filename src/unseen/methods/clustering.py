@@ -65,31 +65,50 @@ def match_clusters(old: np.ndarray, new: np.ndarray) -> np.ndarray:
 class ClusteredRows:
     """Mixin for methods (nn.Modules) that keep a cluster id per train row (D&C's learners, MIC's surrogate
     classes). `recluster` runs the seeded k-means and keeps ids stable across re-clusterings of the same rows
-    (Hungarian matching); the ids travel in the checkpoint; `clustering_report` gives the time once."""
+    (Hungarian matching); the ids and the epoch and step they were made at travel in the checkpoint, so a resumed
+    plan is not clustered again; `clustering_report` gives the time and the diagnostics once, to the next step."""
 
     assignment: np.ndarray | None = None
-    last_clustering_seconds: float | None = None
-    _report_clustering: bool = False
+    clustered_epoch: int | None = None
+    clustered_step: int | None = None
+    _report: dict[str, float] | None = None
 
-    def recluster(self, vectors: np.ndarray, k: int, *, seed: int, iterations: int, redo: int, started: float) -> None:
-        """Cluster `vectors` (one row per train row) into k; `started` is when the embedding began (perf_counter)."""
+    def recluster(self, vectors: np.ndarray, k: int, *, seed: int, iterations: int, redo: int, started: float,
+                  labels: np.ndarray | None = None) -> None:
+        """Cluster `vectors` (one row per train row) into k; `started` is when the embedding began (perf_counter);
+        with the rows' class `labels`, the report also says how the clusters split the classes."""
         new = kmeans(vectors, k, seed=seed, iterations=iterations, redo=redo, threads=torch.get_num_threads())
         if self.assignment is not None and len(self.assignment) == len(new):
             new = match_clusters(self.assignment, new)[new]
         self.assignment = new
-        self.last_clustering_seconds = time.perf_counter() - started
-        self._report_clustering = True
+        self._report = {"clustering_s": time.perf_counter() - started, **cluster_statistics(new, k, labels)}
 
     def clustering_report(self) -> dict[str, float]:
-        """{"clustering_s": seconds} after a clustering, for the next step's logged parts; then {}."""
-        if not self._report_clustering:
-            return {}
-        self._report_clustering = False
-        return {"clustering_s": float(self.last_clustering_seconds or 0.0)}
+        """The last clustering's seconds and statistics, once (for the next step's logged parts); then {}."""
+        report, self._report = self._report or {}, None
+        return report
 
     def get_extra_state(self) -> dict:
-        return {"assignment": None if self.assignment is None else torch.from_numpy(self.assignment)}
+        return {"assignment": None if self.assignment is None else torch.from_numpy(self.assignment),
+                "clustered_epoch": self.clustered_epoch, "clustered_step": self.clustered_step}
 
     def set_extra_state(self, state: dict) -> None:
         assignment = state["assignment"]
         self.assignment = None if assignment is None else assignment.numpy().astype(np.int64)
+        self.clustered_epoch = state.get("clustered_epoch")
+        self.clustered_step = state.get("clustered_step")
+
+
+def cluster_statistics(assignment: np.ndarray, k: int, labels: np.ndarray | None = None) -> dict[str, float]:
+    """`cluster_smallest_share`: the smallest cluster's share of the rows (balance); with labels,
+    `cluster_class_purity`: mean over classes of the share of a class's rows in its most common cluster (1: every
+    class lies in one cluster, as D&C's sub-problems assume), and `cluster_classes_mean`: classes per cluster."""
+    sizes = np.bincount(assignment, minlength=k)
+    stats = {"cluster_smallest_share": float(sizes.min() / max(len(assignment), 1))}
+    if labels is not None and len(labels) == len(assignment):
+        _, classes = np.unique(labels, return_inverse=True)
+        table = np.zeros((classes.max() + 1, k), dtype=np.int64)
+        np.add.at(table, (classes, assignment), 1)
+        stats["cluster_class_purity"] = float((table.max(axis=1) / table.sum(axis=1)).mean())
+        stats["cluster_classes_mean"] = float((table > 0).sum(axis=0).mean())
+    return stats

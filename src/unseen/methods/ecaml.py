@@ -13,20 +13,20 @@ import hashlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
-from unseen.config import Config, Section
 from unseen.errors import ConfigError
 from unseen.losses.energy_confusion import confusion_energy, different_class_pairs, row_norm_penalty
 from unseen.methods.base import Batch, LossOutput, Method
-from unseen.models.embedder import Embedder
+from unseen.models.network import EmbeddingModel
+from unseen.models.spec import ModelSpec
 
 
 class ECAML(Method):
     name = "ecaml"
 
-    class Params(Section):
+    class Params(Method.Params):
         confusion_weight: float = Field(0.13, ge=0, description="λ of the confusion term (Caffe loss_weight)")
         row_norm_weight: float = Field(0.5, ge=0, description="λ_w of the row-norm penalty on W (Caffe lamda)")
         pairs_per_anchor: PositiveInt | None = Field(
@@ -36,39 +36,46 @@ class ECAML(Method):
             True, description="true: the confusion reaches only W and b (code); false: also the backbone"
         )
         log_energy: bool = Field(True, description="true: confusion term log E (code); false: E itself")
+        metric_layer_lr: PositiveFloat = Field(
+            10.0, description="learning-rate multiplier of the metric layer's W and b (the authors' lr_mult 10; "
+            "their bias had 20), which the confusion and the base loss pull in opposite directions; 1: off")
 
-    def __init__(self, config: Config, *, num_classes: int, embedding_dim: int) -> None:
-        super().__init__(config, num_classes=num_classes, embedding_dim=embedding_dim)
-        self._metric_layer: nn.Linear | None = None
-
-    def attach(self, model: Embedder) -> None:
-        """Keep a reference to the embedder's metric layer W, b (its `class` head); the embedder owns and
-        optimizes it, so it is not registered as a submodule here (no duplicate parameters or checkpoint keys)."""
-        if model.taps:
+    @classmethod
+    def configure_model(cls, params: ECAML.Params, spec: ModelSpec) -> ModelSpec:
+        if spec.taps:
             raise ConfigError("method (ecaml): model.taps is not supported: the confusion term applies the class "
                               "head's W to the pooled last map, which a tapped head does not read alone")
-        object.__setattr__(self, "_metric_layer", model.heads["class"].linear)
+        return spec
 
-    @property
-    def metric_layer(self) -> nn.Linear:
-        if self._metric_layer is None:
-            raise RuntimeError("ECAML needs the embedder's metric layer: call method.attach(model) once the "
-                               "embedder is built")
-        return self._metric_layer
+    def param_groups(self, model: EmbeddingModel, lr: float, weight_decay: float) -> list[dict]:
+        """The metric layer W, b at `metric_layer_lr`× the lr (the bias without weight decay, as in the code), plus
+        the base loss's own parameters."""
+        layer = model.heads["class"].linear
+        return [*super().param_groups(model, lr, weight_decay),
+                {"name": "metric_layer", "params": [layer.weight], "lr": lr * self.params.metric_layer_lr,
+                 "weight_decay": weight_decay},
+                {"name": "metric_layer_bias", "params": [layer.bias], "lr": lr * self.params.metric_layer_lr,
+                 "weight_decay": 0.0}]
 
-    def loss(self, out: dict[str, torch.Tensor], batch: Batch) -> LossOutput:
+    def objective(self, model: EmbeddingModel, batch: Batch) -> LossOutput:
+        return self.loss(model(batch.images), batch, model.heads["class"].linear)
+
+    def loss(self, out: dict[str, torch.Tensor], batch: Batch, metric_layer: nn.Linear | None = None) -> LossOutput:
+        """base + λ·confusion + R(W); `metric_layer` is the network's class-head linear layer W, b."""
+        if metric_layer is None:
+            raise ValueError("ecaml: the loss needs the network's metric layer (objective passes it)")
         base = self.base_objective(out["class"], batch.labels)
-        confusion, energy, penalty = self.confusion_terms(out["features"], batch)
+        confusion, energy, penalty = self.confusion_terms(out["features"], batch, metric_layer)
         total = base + self.params.confusion_weight * confusion + penalty
         parts = {"base": base, "confusion": confusion, "energy": energy, "penalty": penalty}
         return LossOutput(total, {key: float(value.detach()) for key, value in parts.items()})
 
     def confusion_terms(
-        self, features: torch.Tensor, batch: Batch
+        self, features: torch.Tensor, batch: Batch, layer: nn.Linear
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(confusion term, energy E, penalty R(W)) in fp32 (fp64 for a float64 model), also under autocast;
         z = W f + b with f detached unless configured otherwise. A one-class batch has no pairs: term and E are 0."""
-        layer, p = self.metric_layer, self.params
+        p = self.params
         features = features.detach() if p.detach_features else features
         dtype = torch.promote_types(layer.weight.dtype, torch.float32)
         with torch.autocast(features.device.type, enabled=False):
@@ -87,6 +94,6 @@ class ECAML(Method):
     def pair_generator(self, batch: Batch) -> torch.Generator:
         """A CPU generator seeded from the run's seed and the batch's rows: the draw is reproducible (resume
         included) and leaves the global RNG stream, hence the augmentations, as the baseline's."""
-        words = np.concatenate([[self.config.train.seed], batch.rows.detach().cpu().numpy().ravel()]).astype(np.int64)
+        words = np.concatenate([[self.ctx.seed], batch.rows.detach().cpu().numpy().ravel()]).astype(np.int64)
         digest = hashlib.blake2b(words.tobytes(), digest_size=8).digest()
         return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)

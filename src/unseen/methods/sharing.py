@@ -17,19 +17,19 @@ K images), one optimizer step each, both with `decorrelation_weight` × the deco
 from __future__ import annotations
 
 import time
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 
-from unseen.config import Config
-from unseen.data.base import Table
+from unseen.config import Section, Steps
 from unseen.data.samplers import SEED_SPACE, BatchPlan
 from unseen.errors import ConfigError
 from unseen.losses.decorrelation import Decorrelation
 from unseen.losses.factory import build_loss
-from unseen.methods.base import Batch, EpochContext, LossOutput, Method
+from unseen.methods.base import Batch, LossOutput, Method, MethodContext
 from unseen.methods.clustering import ClusteredRows, derive_seed
 from unseen.methods.surrogate import (
     group_labels,
@@ -38,7 +38,8 @@ from unseen.methods.surrogate import (
     subtract_class_means,
     surrogate_batches,
 )
-from unseen.models.embedder import Embedder
+from unseen.models.network import EmbeddingModel
+from unseen.models.spec import ModelSpec
 
 # Keys that only MIC's clustering uses; setting one under `variant: sharing` is an error.
 MIC_KEYS = frozenset({"num_shared_clusters", "recluster_every", "random_cluster_p", "cluster_tap",
@@ -57,7 +58,10 @@ class Sharing(ClusteredRows, Method):
         shared_dim: PositiveInt = Field(128, description="dimension of the shared embedding (both papers: 128)")
         decorrelation_weight: float = Field(500.0, ge=0, description="γ of the decorrelation (code: adv_weights, disw)")
         projection_hidden_dim: PositiveInt = Field(512, description="hidden width of the projection R")
-        projection_lr: PositiveFloat | None = Field(None, description="lr of R; null: optimizer.lr")
+        projection_lr: PositiveFloat | None = Field(
+            None, description="lr of R; null: projection_lr_multiplier × optimizer.lr")
+        projection_lr_multiplier: PositiveFloat = Field(
+            50.0, description="lr of R relative to the network's when projection_lr is null (the authors' code: 50×)")
         projection_weight_decay: float = Field(1e-6, ge=0, description="weight decay of R (code: 1e-6)")
         loss_lr: PositiveFloat | None = Field(
             None, description="lr of the losses' own parameters (margins β, proxies); null: optimizer.lr")
@@ -65,25 +69,31 @@ class Sharing(ClusteredRows, Method):
         shared_task_p: float | None = Field(
             None, ge=0, le=1, description="fraction of iterations with a shared step; null: 0.8 (mic), 1.0 (sharing)")
         num_shared_clusters: PositiveInt = Field(30, description="mic: surrogate classes (k-means K)")
-        recluster_every: PositiveInt = Field(4, description="mic: epochs between clusterings of the shared embedding")
+        recluster_every: Steps | None = Field(
+            None, description="mic: optimizer steps between clusterings of the shared embedding; null: four passes of "
+            "the class task over the training images (the code's every 4th epoch)")
         random_cluster_p: float = Field(0.2, ge=0, le=1, description="mic: share of aux images from another cluster")
         cluster_tap: NonNegativeInt = Field(
             0, description="mic: intermediate map of the first clustering (0: ConvNet block0; 1: ResNet layer1)")
         kmeans_iterations: PositiveInt = Field(20, description="mic: Lloyd iterations (code: 20)")
         kmeans_redo: PositiveInt = Field(1, description="mic: k-means runs, the best kept (code: 1)")
 
-    def __init__(self, config: Config, *, num_classes: int, embedding_dim: int) -> None:
-        super().__init__(config, num_classes=num_classes, embedding_dim=embedding_dim)
+    @classmethod
+    def configure_model(cls, params: Sharing.Params, spec: ModelSpec) -> ModelSpec:
+        return spec.model_copy(update={"extra_heads": {**spec.extra_heads, "shared": params.shared_dim}})
+
+    def __init__(self, params: Mapping[str, Any] | Section, ctx: MethodContext) -> None:
+        super().__init__(params, ctx)
         p = self.params
         if p.variant == "sharing" and (misplaced := sorted(MIC_KEYS & p.model_fields_set)):
             raise ConfigError(f"method.{misplaced[0]}: only for variant 'mic' (variant 'sharing' does not cluster)")
         if p.class_task_p + self.shared_task_p == 0:
             raise ConfigError("method.class_task_p and method.shared_task_p are both 0: an epoch would have no steps")
-        surrogate_classes = p.num_shared_clusters if p.variant == "mic" else config.sampler.classes_per_batch
-        # Built under a forked RNG so the trunk and the class head start as the baseline's.
+        surrogate_classes = p.num_shared_clusters if p.variant == "mic" else ctx.sampler.classes_per_batch
+        # Built under a forked RNG so that the data order stays the baseline's.
         with torch.random.fork_rng(devices=[]):
-            self.decorrelation = Decorrelation(p.shared_dim, embedding_dim, p.projection_hidden_dim)
-            self.shared_loss = build_loss(config.loss.name, config.loss.kwargs, num_classes=surrogate_classes,
+            self.decorrelation = Decorrelation(p.shared_dim, ctx.embedding_dim, p.projection_hidden_dim)
+            self.shared_loss = build_loss(ctx.loss.name, ctx.loss.kwargs, num_classes=surrogate_classes,
                                           embedding_dim=p.shared_dim)
 
     @property
@@ -91,57 +101,74 @@ class Sharing(ClusteredRows, Method):
         p = self.params
         return SHARED_TASK_P[p.variant] if p.shared_task_p is None else p.shared_task_p
 
-    def extra_heads(self) -> dict[str, int]:
-        return {"shared": self.params.shared_dim}
-
-    def attach(self, model: Embedder) -> None:
-        """Check that the trunk has the intermediate map MIC clusters first."""
-        stages = model.trunk.stage_names
-        if self.params.variant == "mic" and self.params.cluster_tap >= len(stages):
-            raise ConfigError(f"method.cluster_tap: {self.params.cluster_tap}, but the backbone has {len(stages)} "
-                              f"intermediate maps ({', '.join(stages)}: 0 to {len(stages) - 1})")
-
-    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        """The losses' own parameters (`loss_lr`, no weight decay) and the projection R (`projection_lr`,
-        `projection_weight_decay`)."""
+    def param_groups(self, model: EmbeddingModel, lr: float, weight_decay: float) -> list[dict]:
+        """The losses' own parameters (`loss_lr`, no weight decay) and the projection R (`projection_lr`, else
+        `projection_lr_multiplier` × lr; `projection_weight_decay`)."""
         p = self.params
         losses = [q for q in [*self.base_loss.parameters(), *self.shared_loss.parameters()] if q.requires_grad]
         groups = [{"name": "method", "params": losses, "lr": p.loss_lr or lr, "weight_decay": 0.0}] if losses else []
         return [*groups, {"name": "projection", "params": list(self.decorrelation.parameters()),
-                          "lr": p.projection_lr or lr, "weight_decay": p.projection_weight_decay}]
+                          "lr": p.projection_lr or p.projection_lr_multiplier * lr,
+                          "weight_decay": p.projection_weight_decay}]
+
+    # -- schedule ----------------------------------------------------------------------------------
+    def iterations_per_epoch(self) -> int:
+        """Iterations of a plan: one class-balanced pass over the classes, ceil(C / P)."""
+        return len(self.sampler())
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps of a plan: round(p·iterations) class steps plus round(p'·iterations) shared steps."""
+        iterations = self.iterations_per_epoch()
+        return sum(round(q * iterations) for q in (self.params.class_task_p, self.shared_task_p))
+
+    def recluster_interval(self) -> int:
+        p, s = self.params, self.ctx.sampler
+        if p.recluster_every is not None:
+            return self.ctx.steps(p.recluster_every)
+        iterations_per_pass = len(self.ctx.table) / (s.classes_per_batch * s.samples_per_class)
+        return round(4 * iterations_per_pass * (p.class_task_p + self.shared_task_p))
+
+    def phase(self, step: int) -> str:
+        return self.params.variant
 
     # -- surrogate labels (MIC) --------------------------------------------------------------------
-    def on_epoch_start(self, ctx: EpochContext) -> None:
-        """MIC: cluster class-normalized early-layer features at the first epoch, the shared embedding every
-        `recluster_every` epochs after (new clusters take the ids of the old ones they match)."""
-        p = self.params
-        current = self.assignment is not None and len(self.assignment) == len(ctx.train)
-        if p.variant != "mic" or (current and ctx.epoch % p.recluster_every):
+    def cluster(self, epoch: int) -> None:
+        """MIC: cluster class-normalized early-layer features before the first plan, the shared embedding at the
+        first plan at least `recluster_every` steps after the last clustering (new ids matched to the old)."""
+        p, ctx = self.params, self.ctx
+        current = self.assignment is not None and len(self.assignment) == len(ctx.table)
+        if p.variant != "mic" or self.clustered_epoch == epoch and current:
+            return
+        if current and ctx.step - (self.clustered_step or 0) < self.recluster_interval():
             return
         started = time.perf_counter()
         if current:
-            vectors = ctx.embed("shared")  # unit norm, no class normalization (the code)
+            vectors = ctx.embed_train("shared")  # unit norm, no class normalization (the code)
         else:
-            features = ctx.embed(f"tap:{p.cluster_tap}")
+            try:
+                features = ctx.embed_train(f"tap:{p.cluster_tap}")
+            except ConfigError as error:
+                raise ConfigError(f"method.cluster_tap: {error}") from None
             features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-            vectors = subtract_class_means(features, ctx.train.labels)
-        self.recluster(vectors, p.num_shared_clusters, seed=derive_seed(ctx.seed, ctx.epoch),
-                       iterations=p.kmeans_iterations, redo=p.kmeans_redo, started=started)
+            vectors = subtract_class_means(features, ctx.table.labels)
+        self.recluster(vectors, p.num_shared_clusters, seed=derive_seed(ctx.seed, epoch),
+                       iterations=p.kmeans_iterations, redo=p.kmeans_redo, started=started, labels=ctx.table.labels)
+        self.clustered_epoch, self.clustered_step = epoch, ctx.step
 
     # -- batches -----------------------------------------------------------------------------------
-    def batches(self, train: Table, epoch: int) -> BatchPlan:
-        """Iteration i of the default stream's iterations gives a class step (its class batch i), then a shared
-        step; round(p·iterations) iterations of each task, chosen at random, do. Which ones is a pure function of
-        (train.seed, epoch), so the plan's length is known before any clustering; the shared batches are surrogate
-        groups (MIC, once clustered) or random groups (Sharing, and MIC's sizing call before its first clustering)."""
-        p, s, seed = self.params, self.config.sampler, self.config.train.seed
-        sampler = self.sampler(train)
-        classes = sampler.epoch(epoch)
-        steps = task_steps(len(sampler), (p.class_task_p, self.shared_task_p),
-                           np.random.default_rng([seed, epoch, SCHEDULE_STREAM]))
+    def plan(self, epoch: int) -> BatchPlan:
+        """Iteration i of the class-balanced pass gives a class step (its class batch i), then a shared step;
+        round(p·iterations) iterations of each task, chosen at random, do. Which ones is a pure function of
+        (train.seed, epoch); the shared batches are surrogate groups (MIC, clustered first when due) or random
+        groups (Sharing)."""
+        self.cluster(epoch)
+        p, s, train = self.params, self.ctx.sampler, self.ctx.table
+        classes = self.sampler().epoch(epoch)
+        steps = task_steps(self.iterations_per_epoch(), (p.class_task_p, self.shared_task_p),
+                           self.ctx.rng(epoch, SCHEDULE_STREAM))
         count = sum(task == "shared" for task, _ in steps)
-        rng = np.random.default_rng([seed, epoch, AUXILIARY_STREAM])
-        if p.variant == "mic" and self.assignment is not None:
+        rng = self.ctx.rng(epoch, AUXILIARY_STREAM)
+        if p.variant == "mic":
             if len(self.assignment) != len(train):
                 raise ValueError(f"sharing: clustered {len(self.assignment)} rows, asked for batches of {len(train)}")
             shared = surrogate_batches(self.assignment, s.classes_per_batch, s.samples_per_class, count,
@@ -180,16 +207,19 @@ class Sharing(ClusteredRows, Method):
         """The shared task's instance of the configured loss on a batch of P groups × K images: MIC with the
         configured miner on surrogate labels; Sharing with its own triplets (group id = position of the group)."""
         rows = batch.rows.cpu().numpy()
-        size = self.config.sampler.samples_per_class
+        size = self.ctx.sampler.samples_per_class
         if self.params.variant == "mic":
             if self.assignment is None:
-                raise RuntimeError("sharing (mic): loss asked for before on_epoch_start clustered the train set")
+                raise RuntimeError("sharing (mic): a shared batch before the training set was clustered")
             labels = torch.from_numpy(group_labels(self.assignment, rows, size)).to(embeddings.device)
             return self.base_objective(embeddings, labels, self.shared_loss)
-        embeddings = embeddings.float()
         groups = torch.arange(len(rows), device=embeddings.device) // size
-        rng = np.random.default_rng([self.config.train.seed, *rows.tolist()])  # reproducible, leaves the global RNG
-        return self.shared_loss(embeddings, groups, shared_feature_triplets(embeddings, groups, batch.labels, rng))
+        rng = np.random.default_rng([self.ctx.seed, *rows.tolist()])  # reproducible, leaves the global RNG
+
+        def mine(vectors: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return shared_feature_triplets(vectors, group, batch.labels, rng)
+
+        return self.base_objective(embeddings, groups, self.shared_loss, mine=mine)
 
 
 def task_steps(iterations: int, probabilities: tuple[float, float], rng: np.random.Generator) -> list[tuple[str, int]]:

@@ -56,6 +56,7 @@ class AttentionPool(nn.Module):
             nn.init.zeros_(self.score.weight)
             nn.init.zeros_(self.score.bias)
         self.normalization = normalization
+        self.channels = channels
 
     def attend(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(h', A): the channel-attended maps B×C×H×W and the spatial weights B×H×W (≥ 0, summing to 1 per map)."""

@@ -10,7 +10,7 @@ Intermediate taps are chosen by stage name or index (`resolve_taps`).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from torch import nn
 
 from unseen.errors import ConfigError
 from unseen.models.weights import map_foreign_state
+from unseen.registry import Registry
 
 
 class ConvNet(nn.Module):
@@ -95,15 +96,30 @@ class TimmTrunk(nn.Module):
         return self.model.forward_features(x)
 
 
+def _convnet(*, in_chans: int, pretrained: bool | str = False, channels: Sequence[int] = (32, 64, 128, 256)):
+    if pretrained:
+        raise ConfigError("model.pretrained: the small 'convnet' has no pretrained weights; set it to false")
+    return ConvNet(in_chans, channels)
+
+
+def _timm(name: str):
+    """Any other name is a timm model; TimmTrunk says so (with similar names) when timm does not know it."""
+
+    def build(*, in_chans: int, pretrained: bool | str = False, channels: Sequence[int] = ()) -> TimmTrunk:
+        return TimmTrunk(name, in_chans=in_chans, pretrained=pretrained)
+
+    return build
+
+
+BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone", key="model.backbone", fallback=_timm)
+BACKBONES.register("convnet")(_convnet)
+
+
 def build_trunk(
     name: str, *, in_chans: int, pretrained: bool | str = False, channels: Sequence[int] = (32, 64, 128, 256)
 ) -> nn.Module:
-    """`convnet` or any timm model name."""
-    if name == "convnet":
-        if pretrained:
-            raise ConfigError("model.pretrained: the small 'convnet' has no pretrained weights; set it to false")
-        return ConvNet(in_chans, channels)
-    return TimmTrunk(name, in_chans=in_chans, pretrained=pretrained)
+    """A registered trunk (`convnet`) or any timm model name."""
+    return BACKBONES.get(name)(in_chans=in_chans, pretrained=pretrained, channels=channels)
 
 
 def resolve_taps(stage_names: Sequence[str], taps: Sequence[str | int]) -> tuple[int, ...]:

@@ -1,12 +1,18 @@
-"""The training loop: build everything from a validated config, step, log, evaluate on validation, checkpoint.
+"""The training loop: build everything from a validated config, step, log, validate, checkpoint, test.
 
-Run dir: `config.yaml` (resolved), `classes.json` (label ids -> class names per split), `bad_images.json`
-(image files checked and skipped, when files were read), `history.jsonl` (one line per logging window and
-per validation), `checkpoints/{last,best}.pt`, `metrics.json` (final validation and test metrics of the
-best and the last checkpoint, with the protocol).
+The budget is counted in optimizer steps (`train.steps`, else `train.epochs` × the method's steps per epoch).
+Every `train.validate_every` steps, and at the end, the network is evaluated on the validation classes, the best
+one so far is kept as `checkpoints/best.pt` and the whole training state as `checkpoints/last.pt` (both written
+atomically). At the end the best and the last checkpoints are evaluated on the test classes.
 
-Resuming continues exactly: checkpoints are taken at epoch boundaries with the optimizer, scheduler and
-RNG states, and each epoch's batches and augmentations are a pure function of (seed, epoch).
+Run dir: `config.yaml` (resolved), `classes.json` (label ids -> class names per split), `bad_images.json` (when
+files were checked and skipped), `history.jsonl` (one line per logging window and per validation),
+`test_trace.jsonl` (with `train.trace_test`: test metrics at each validation, for figures only; nothing reads it
+to choose), `checkpoints/{last,best}.pt`, `metrics.json` (the final validation and test metrics with the
+protocol, the selection rule and the commit).
+
+Resuming continues exactly, from any checkpoint: an epoch's plan is a pure function of the seed, the epoch and
+the method's checkpointed state, every sample carries its own augmentation seed, and the RNG states are saved.
 """
 
 from __future__ import annotations
@@ -15,111 +21,55 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from unseen.config import Config, dump_config, load_config, validate_config
-from unseen.data import build_splits
-from unseen.data.base import Splits, Table
+from unseen.config import Config, dump_config, load_config, resolve_steps, validate_config
+from unseen.data.base import Splits
 from unseen.data.dataset import ImageDataset
-from unseen.data.transforms import BatchBorderFillAffine, build_batch_augment, build_transform
-from unseen.embedding import embed_table
 from unseen.errors import CheckpointError, ConfigError
-from unseen.evaluation import evaluate
-from unseen.methods import Batch, EpochContext, Method, build_method
-from unseen.models.embedder import Embedder, build_embedder
-from unseen.train.checkpoint import load_checkpoint, save_checkpoint
+from unseen.files import write_json_atomic, write_text_atomic
+from unseen.methods import Batch, LossOutput
+from unseen.methods.base import Method
+from unseen.models.network import EmbeddingModel
+from unseen.provenance import commit
+from unseen.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from unseen.train.components import Components, build_components, seed_everything
+
+TRACE_METRICS = ("recall", "map@r")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: '{name}' asked for, but no CUDA device is available")
-    return device
+class TrainingStep(nn.Module):
+    """The network and the method as one module: `forward(batch)` is one step's loss, forward pass included, for
+    every method. Mixed precision and DistributedDataParallel wrap this one place."""
 
+    def __init__(self, model: EmbeddingModel, method: Method) -> None:
+        super().__init__()
+        self.model = model
+        self.method = method
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def input_channels(table: Table, preset: str) -> int:
-    """1 for grayscale in-memory images under the small preset, else 3 (files are decoded as RGB or L)."""
-    if preset == "small" and table.images is not None:
-        return 1 if table.images.ndim == 3 else table.images.shape[-1]
-    return 3
-
-
-@dataclass
-class Components:
-    """Everything a run builds from its config; shared by training, evaluation and embedding."""
-
-    config: Config
-    splits: Splits
-    model: Embedder
-    method: Method
-    device: torch.device
-
-    def transform(self, train: bool):
-        """The per-image transform; in training it leaves out the jitter that `batch_augment` applies."""
-        cfg = self.model.trunk.pretrained_cfg if self.config.data.preset == "imagenet" else {}
-        return build_transform(self.config.data.preset, self.config.data.image_size, train=train,
-                               jitter=self.batch_augment() is None, mean=cfg.get("mean"), std=cfg.get("std"))
-
-    def batch_augment(self) -> BatchBorderFillAffine | None:
-        """The training jitter applied to whole batches on the device (`data.augment_on`), or None."""
-        data = self.config.data
-        if data.augment_on == "loader" or (data.augment_on == "auto" and data.preset != "small"):
-            return None
-        return build_batch_augment(data.preset)
-
-    def embed(self, table: Table, output: str = "class", progress: bool = False) -> np.ndarray:
-        return embed_table(self.model, table, self.transform(train=False), output=output,
-                           batch_size=self.config.evaluation.batch_size, device=self.device,
-                           num_workers=self.config.data.num_workers, progress=progress,
-                           description=f"embed {table.name}")
-
-    def evaluate(self, table: Table, progress: bool = False) -> dict[str, float]:
-        """The configured metrics of the class embedding on `table` (leave-one-out or query -> gallery)."""
-        embeddings = self.embed(table, progress=progress)
-        query, gallery = (None, None) if table.is_leave_one_out else (table.is_query, table.is_gallery)
-        ev = self.config.evaluation
-        return evaluate(embeddings, table.labels, query=query, gallery=gallery, recall_at=ev.recall_at,
-                        metrics=ev.metrics)
-
-
-def build_components(config: Config, splits: Splits | None = None, progress: bool = False) -> Components:
-    device = resolve_device(config.train.device)
-    if config.data.augment_on == "device" and config.data.preset != "small":
-        raise ConfigError(f"data.augment_on: 'device' needs data.preset 'small' (the {config.data.preset!r} crops "
-                          "need each full image); use 'loader' or 'auto'")
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    splits = splits or build_splits(config.data, progress=progress)
-    method = build_method(config, num_classes=splits.train.num_classes, embedding_dim=config.model.embedding_dim)
-    model = build_embedder(config.model, in_chans=input_channels(splits.train, config.data.preset),
-                           extra_heads=method.extra_heads(), class_slices=method.class_slices())
-    model, method = model.to(device), method.to(device)
-    method.attach(model)
-    return Components(config, splits, model, method, device)
+    def forward(self, batch: Batch) -> LossOutput:
+        return self.method.objective(self.model, batch)
 
 
 def build_optimizer(components: Components) -> torch.optim.Optimizer:
+    """The network's groups (trunk, heads, attention) and the method's; a parameter that a method group lists
+    (e.g. ECAML's metric layer at its own lr) leaves the network's group."""
     cfg = components.config.optimizer
-    groups = components.model.param_groups(cfg.lr, cfg.backbone_lr, cfg.weight_decay)
-    groups += components.method.param_groups(cfg.lr, cfg.weight_decay)
+    method_groups = components.method.param_groups(components.model, cfg.lr, cfg.weight_decay)
+    claimed = {id(p) for group in method_groups for p in group["params"]}
+    groups = []
+    for group in components.model.param_groups(cfg.lr, cfg.backbone_lr, cfg.weight_decay):
+        params = [p for p in group["params"] if id(p) not in claimed]
+        if params:
+            groups.append({**group, "params": params})
+    groups += method_groups
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     optimizer_cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
@@ -127,10 +77,11 @@ def build_optimizer(components: Components) -> torch.optim.Optimizer:
 
 
 def build_scheduler(
-    config: Config, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int
+    config: Config, optimizer: torch.optim.Optimizer, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then constant / cosine to `min_lr_ratio` / step decay at `step_epochs`; per optimizer step."""
+    """Linear warm-up, then constant / cosine to `min_lr_ratio` / ×gamma at each milestone; per optimizer step."""
     cfg = config.schedule
+    milestones = [resolve_steps(m, total_steps) for m in cfg.milestones]
 
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -139,21 +90,21 @@ def build_scheduler(
             progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
             return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
         if cfg.name == "step":
-            return cfg.gamma ** sum(step >= e * steps_per_epoch for e in cfg.step_epochs)
+            return cfg.gamma ** sum(step >= m for m in milestones)
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-class History:
-    """history.jsonl: appended line by line; on resume, lines after the checkpoint's step are dropped."""
+class JsonLines:
+    """An append-only .jsonl file; on resume, lines after the checkpoint's step are dropped."""
 
     def __init__(self, path: Path, keep_until_step: int) -> None:
         self.path = path
         if path.exists():
             lines = [line for line in path.read_text().splitlines() if line.strip()]
             kept = [line for line in lines if json.loads(line).get("step", 0) <= keep_until_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            write_text_atomic(path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as file:
@@ -168,15 +119,18 @@ class Trainer:
         self.progress = progress
         seed_everything(config.train.seed)
         self.c = build_components(config, splits, progress)
+        self.training_step = TrainingStep(self.c.model, self.c.method)
         self.optimizer = build_optimizer(self.c)
-        self.steps_per_epoch = len(self.c.method.batches(self.c.splits.train, 0))
-        planned = config.train.epochs * self.steps_per_epoch
-        self.total_steps = min(planned, config.train.max_steps or planned)
-        self.scheduler = build_scheduler(config, self.optimizer, self.total_steps, self.steps_per_epoch)
-        self.epoch = 0
+        self.steps_per_epoch = self.c.method.steps_per_epoch()
+        if self.steps_per_epoch < 1:
+            raise ConfigError(f"method ({config.method.name}): its plan has no steps")
+        self.total_steps = self.c.ctx.total_steps
+        self.validate_every = max(1, resolve_steps(config.train.validate_every, self.total_steps))
+        self.scheduler = build_scheduler(config, self.optimizer, self.total_steps)
         self.step = 0
-        self.best: dict[str, Any] = {"value": -math.inf, "epoch": None}
+        self.best: dict[str, Any] = {"value": -math.inf, "step": None}
         self.resumed = False
+        self.commit = commit()
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, progress: bool = True, splits: Splits | None = None) -> Trainer:
@@ -184,40 +138,46 @@ class Trainer:
         run_dir = Path(run_dir)
         config = load_config(run_dir / "config.yaml")
         trainer = cls(config, run_dir, progress=progress, splits=splits)
-        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-        trainer._load_state(state)
+        trainer._load_state(load_checkpoint(run_dir / "checkpoints" / "last.pt"), run_dir / "checkpoints" / "last.pt")
         trainer.resumed = True
         return trainer
 
+    @property
+    def epoch(self) -> int:
+        return self.step // self.steps_per_epoch
+
     # -- state -------------------------------------------------------------------------------------
+    def _artifact(self) -> dict[str, Any]:
+        """What a checkpoint needs to be used without the training data (`unseen.load`)."""
+        return {"format": CHECKPOINT_FORMAT, "model_spec": self.c.spec.to_dict(), "config": self.config.to_dict(),
+                "class_names": list(self.c.splits.train.class_names), "commit": self.commit,
+                "model": self.c.model.state_dict(), "step": self.step, "epoch": self.epoch}
+
     def _state(self) -> dict[str, Any]:
         state = {
-            "config": self.config.to_dict(),
-            "model": self.c.model.state_dict(),
+            **self._artifact(),
             "method": self.c.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch,
-            "step": self.step,
             "best": dict(self.best),
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                    "numpy": _numpy_state()},
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_state()},
         }
         if torch.cuda.is_available():
             state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def _load_state(self, state: dict[str, Any], path: Path) -> None:
         if validate_config(state["config"]).to_dict() != self.config.to_dict():  # defaults added since count as set
-            raise CheckpointError(f"{self.run_dir}/checkpoints/last.pt: its config differs from config.yaml")
+            raise CheckpointError(f"{path}: its config differs from config.yaml")
         try:
             self.c.model.load_state_dict(state["model"])
             self.c.method.load_state_dict(state["method"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
         except (RuntimeError, ValueError, KeyError) as error:
-            raise CheckpointError(f"{self.run_dir}/checkpoints/last.pt: does not fit this model ({error})") from None
-        self.epoch, self.step, self.best = state["epoch"], state["step"], dict(state["best"])
+            raise CheckpointError(f"{path}: does not fit this model ({str(error).splitlines()[0]})") from None
+        self.step, self.best = state["step"], dict(state["best"])
+        self.c.ctx.step = self.step
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
         np.random.set_state(_numpy_state_from(state["rng"]["numpy"]))
@@ -226,65 +186,70 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        """Train to the configured budget, then evaluate best and last checkpoints; returns metrics.json."""
+        """Train to the budget, then evaluate the best and the last checkpoints; returns metrics.json."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.resumed:
-            (self.run_dir / "history.jsonl").unlink(missing_ok=True)
-            (self.run_dir / "config.yaml").write_text(dump_config(self.config))
+            for name in ("history.jsonl", "test_trace.jsonl"):
+                (self.run_dir / name).unlink(missing_ok=True)
+            write_text_atomic(self.run_dir / "config.yaml", dump_config(self.config))
             self._write_data_records()
-        history = History(self.run_dir / "history.jsonl", keep_until_step=self.step)
-        epochs = self.config.train.epochs
-        while self.epoch < epochs and self.step < self.total_steps:
-            self._train_epoch(history)
-            self.epoch += 1
-            last_epoch = self.epoch == epochs or self.step >= self.total_steps
-            if self.epoch % self.config.train.eval_every == 0 or last_epoch:
-                self._validate(history)
-            save_checkpoint(self._state(), self.run_dir / "checkpoints" / "last.pt")
+        history = JsonLines(self.run_dir / "history.jsonl", keep_until_step=self.step)
+        trace = JsonLines(self.run_dir / "test_trace.jsonl", keep_until_step=self.step)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not self.progress, leave=False)
+        while self.step < self.total_steps:
+            self._train_epoch(history, trace, bar)
+        bar.close()
         return self.finish()
 
-    def _train_epoch(self, history: History) -> None:
+    def _train_epoch(self, history: JsonLines, trace: JsonLines, bar: tqdm) -> None:
+        """The rest of the current epoch's plan, up to the budget."""
         c, cfg = self.c, self.config
-        c.method.on_epoch_start(EpochContext(
-            epoch=self.epoch, train=c.splits.train, seed=cfg.train.seed,
-            embed=lambda output: c.embed(c.splits.train, output=output, progress=self.progress),
-        ))
-        plan = c.method.batches(c.splits.train, self.epoch)
-        steps = min(len(plan), self.total_steps - self.step)
+        epoch, start = self.epoch, self.step % self.steps_per_epoch
+        c.ctx.step = epoch * self.steps_per_epoch
+        plan = c.method.plan(epoch)
+        if len(plan) != self.steps_per_epoch:
+            raise RuntimeError(f"method ({cfg.method.name}): epoch {epoch} planned {len(plan)} batches, but it "
+                               f"declared {self.steps_per_epoch} steps per epoch")
+        count = min(self.steps_per_epoch - start, self.total_steps - self.step)
         loader = DataLoader(ImageDataset(c.splits.train, c.transform(train=True)),
-                            batch_sampler=plan.items()[:steps], num_workers=cfg.data.num_workers)
+                            batch_sampler=plan.items(start)[:count], num_workers=cfg.data.num_workers)
+        rng_state = torch.get_rng_state()
+        batches = iter(loader)  # a DataLoader draws its base seed from the global RNG: keep the stream as it was
+        torch.set_rng_state(rng_state)
         augment = c.batch_augment()
-        c.model.train()
-        c.method.train()
         window: dict[str, list[float]] = {}
         started, images_seen = time.perf_counter(), 0
-        bar = tqdm(loader, total=steps, desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
-                   disable=not self.progress, leave=False)
-        for position, (images, labels, rows) in enumerate(bar):
-            images = images.to(c.device)
+        for position in range(start, start + count):
+            images, labels, rows = next(batches)
+            images = images.to(c.device, non_blocking=True)
             if augment is not None:
                 images = augment(images, plan.seeds[position])
-            batch = Batch(images, labels.to(c.device), rows, plan.stream(position))
-            parts = self._step(batch)
+            parts = self._step(Batch(images, labels.to(c.device, non_blocking=True), rows, plan.stream(position)))
             images_seen += len(images)
             for key, value in parts.items():
                 window.setdefault(key, []).append(value)
             rate = images_seen / max(time.perf_counter() - started, 1e-9)
-            bar.set_postfix(loss=f"{parts['loss']:.4f}", img_s=f"{rate:.0f}")
-            if self.step % cfg.train.log_every == 0 or self.step == self.total_steps:
-                record = {"kind": "train", "epoch": self.epoch + 1, "step": self.step,
-                          **{k: float(np.mean(v)) for k, v in window.items()},
-                          "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": rate}
-                history.write(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{parts['loss']:.4f}", img_s=f"{rate:.0f}", phase=c.method.phase(self.step - 1))
+            last = self.step == self.total_steps
+            if self.step % cfg.train.log_every == 0 or last:
+                history.write({"kind": "train", "epoch": epoch + 1, "step": self.step,
+                               "phase": c.method.phase(self.step - 1),
+                               **{k: float(np.mean(v)) for k, v in window.items()},
+                               "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": rate})
                 window.clear()
+            if self.step % self.validate_every == 0 or last:
+                self._validate(history, trace)
+                save_checkpoint(self._state(), self.run_dir / "checkpoints" / "last.pt")
 
     def _step(self, batch: Batch) -> dict[str, float]:
         c, cfg = self.c, self.config
-        c.method.on_step(self.step, self.total_steps)
+        c.ctx.step = self.step
+        c.model.train()
+        c.method.train()
         autocast = torch.autocast(c.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
         with autocast:
-            out = c.model(batch.images)
-            result = c.method.loss(out, batch)
+            result = self.training_step(batch)
         if not torch.isfinite(result.total):
             raise FloatingPointError(f"step {self.step}: the loss is {result.total.item()}; lower optimizer.lr?")
         self.optimizer.zero_grad(set_to_none=True)
@@ -297,55 +262,56 @@ class Trainer:
         self.step += 1
         return {"loss": float(result.total.detach()), **result.parts}
 
-    def _validate(self, history: History) -> None:
-        val = self.c.splits.val
-        if len(val) == 0:
-            return
-        metrics = self.c.evaluate(val, progress=self.progress)
-        history.write({"kind": "val", "epoch": self.epoch, "step": self.step, **metrics})
-        key = self.config.evaluation.select_on
-        if key not in metrics:
-            raise ConfigError(f"evaluation.select_on: '{key}' is not among the metrics ({', '.join(metrics)})")
-        if metrics[key] > self.best["value"]:
-            self.best = {"value": metrics[key], "epoch": self.epoch, "step": self.step, "val": metrics}
-            save_checkpoint({**self._state(), "best": dict(self.best)},
-                            self.run_dir / "checkpoints" / "best.pt")
-        if self.progress:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-            tqdm.write(f"epoch {self.epoch} val: {shown}")
+    def _validate(self, history: JsonLines, trace: JsonLines) -> None:
+        """Validation metrics to history; the best checkpoint by `evaluation.select_on`. With `train.trace_test`, the
+        test metrics go to their own file, after the selection, which never reads them."""
+        c, val = self.c, self.c.splits.val
+        if len(val) > 0:
+            metrics = c.evaluate(val, progress=self.progress)
+            history.write({"kind": "val", "epoch": self.epoch, "step": self.step, **metrics})
+            key = self.config.evaluation.select_on
+            if key not in metrics:
+                raise ConfigError(f"evaluation.select_on: '{key}' is not among the metrics ({', '.join(metrics)})")
+            if metrics[key] > self.best["value"]:
+                self.best = {"value": metrics[key], "epoch": self.epoch, "step": self.step, "val": metrics}
+                save_checkpoint({**self._artifact(), "best": dict(self.best)},
+                                self.run_dir / "checkpoints" / "best.pt")
+            if self.progress:
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+                tqdm.write(f"step {self.step} val: {shown}")
+        if self.config.train.trace_test:
+            trace.write({"kind": "test_trace", "step": self.step,
+                         **c.evaluate(c.splits.test, metrics=TRACE_METRICS)})
 
     def finish(self) -> dict[str, Any]:
         """Test metrics of the last and of the best (by validation) checkpoint -> metrics.json."""
         c = self.c
-        results: dict[str, Any] = {"protocol": c.splits.describe(), "steps": self.step, "epochs": self.epoch}
+        results: dict[str, Any] = {
+            "protocol": {**c.splits.describe(), "evaluation": c.describe_protocol(c.splits.test)},
+            "steps": self.step, "epochs": self.epoch, "commit": self.commit, "model_spec": c.spec.to_dict(),
+        }
         results["test_last"] = c.evaluate(c.splits.test, progress=self.progress)
         best_path = self.run_dir / "checkpoints" / "best.pt"
         if best_path.exists():
             best = load_checkpoint(best_path)
             c.model.load_state_dict(best["model"])
             results["selection"] = (f"best validation {self.config.evaluation.select_on} "
-                                    f"(epoch {best['best']['epoch']}, step {best['best']['step']})")
+                                    f"(step {best['best']['step']} of {self.total_steps})")
             results["val"] = best["best"]["val"]
             results["test"] = c.evaluate(c.splits.test, progress=self.progress)
         else:
             results["selection"] = "last checkpoint (no validation classes)"
             results["test"] = results["test_last"]
-        _write_json_atomic(self.run_dir / "metrics.json", results)
+        write_json_atomic(self.run_dir / "metrics.json", results)
         return results
 
     def _write_data_records(self) -> None:
         """classes.json (label id -> class name per split) and, when files were checked, bad_images.json."""
         s = self.c.splits
-        _write_json_atomic(self.run_dir / "classes.json",
-                           {t.name: list(t.class_names) for t in (s.train, s.val, s.test)})
+        write_json_atomic(self.run_dir / "classes.json",
+                          {t.name: list(t.class_names) for t in (s.train, s.val, s.test)})
         if s.bad_images:
-            _write_json_atomic(self.run_dir / "bad_images.json", s.bad_images)
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    temporary.replace(path)
+            write_json_atomic(self.run_dir / "bad_images.json", s.bad_images)
 
 
 def _numpy_state() -> dict[str, Any]:

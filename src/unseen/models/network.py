@@ -1,8 +1,9 @@
-"""The embedder: images -> named outputs.
+"""The embedding network: images -> named outputs.
 
 `features`: the trunk's globally average-pooled last map (B×F); `class`: the class embedding (B×D,
 unit norm), the only output used at test time; one more entry per extra head a method asks for
-(`shared`: B×D'); `taps`: every stage's map, when asked for.
+(`shared`: B×D'); `intermediate`: the attention-pooled taps side by side (with taps); `taps`: every
+stage's map, when asked for.
 
 With intermediate taps (`model.taps`, Al-Kaabi et al. 2021) the heads read the fusion
 [pool(tap₁), …, pool(tapₙ), features] (B×(C₁+…+Cₙ+F)), each tap pooled by its own attention
@@ -16,13 +17,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from unseen.config import ModelConfig
 from unseen.models.attention import Attention, AttentionPool, Normalization
 from unseen.models.backbones import build_trunk, resolve_taps
 from unseen.models.heads import EmbeddingHead
+from unseen.models.spec import ModelSpec
 
 
-class Embedder(nn.Module):
+class EmbeddingModel(nn.Module):
     def __init__(
         self,
         trunk: nn.Module,
@@ -52,6 +53,14 @@ class Embedder(nn.Module):
     def embedding_dim(self) -> int:
         return self.heads["class"].linear.out_features
 
+    @property
+    def output_dims(self) -> dict[str, int]:
+        """The width of each named output: `features`, `intermediate` (with taps), `class` and the extra heads."""
+        dims = {"features": self.num_features}
+        if self.taps:
+            dims["intermediate"] = sum(pool.channels for pool in self.attention)
+        return dims | {name: head.linear.out_features for name, head in self.heads.items()}
+
     def forward(self, images: torch.Tensor, taps: bool = False) -> dict[str, torch.Tensor]:
         """Named outputs; `taps=True` adds `taps`, the list of every stage's map (one pass through the trunk)."""
         out: dict[str, torch.Tensor] = {}
@@ -68,12 +77,14 @@ class Embedder(nn.Module):
         features = last.mean(dim=(-2, -1))
         out["features"] = features
         pooled = [pool(tap) for pool, tap in zip(self.attention, tapped, strict=True)]
+        if pooled:
+            out["intermediate"] = torch.cat(pooled, dim=1)
         fused = torch.cat([*pooled, features], dim=1) if pooled else features
         for name, head in self.heads.items():
             out[name] = head(fused)
         return out
 
-    def train(self, mode: bool = True) -> Embedder:
+    def train(self, mode: bool = True) -> EmbeddingModel:
         """With `freeze_batchnorm`, BatchNorm layers keep their running statistics (eval mode) while training;
         their affine parameters still learn (as in the D&C and MIC code)."""
         super().train(mode)
@@ -97,10 +108,9 @@ class Embedder(nn.Module):
         return groups
 
 
-def build_embedder(
-    config: ModelConfig, *, in_chans: int, extra_heads: dict[str, int] | None = None, class_slices: int = 1
-) -> Embedder:
-    trunk = build_trunk(config.backbone, in_chans=in_chans, pretrained=config.pretrained, channels=config.channels)
-    return Embedder(trunk, config.embedding_dim, extra_heads, config.dropout, config.freeze_batchnorm, class_slices,
-                    taps=resolve_taps(trunk.stage_names, config.taps), attention=config.attention,
-                    attention_normalization=config.attention_normalization)
+def build_model(spec: ModelSpec, pretrained: bool | str = False) -> EmbeddingModel:
+    """The network a spec describes; `pretrained` (True: the hub; a path: a local file) loads the trunk's weights."""
+    trunk = build_trunk(spec.backbone, in_chans=spec.in_chans, pretrained=pretrained, channels=spec.channels)
+    return EmbeddingModel(trunk, spec.embedding_dim, dict(spec.extra_heads), spec.dropout, spec.freeze_batchnorm,
+                          spec.class_slices, taps=resolve_taps(trunk.stage_names, spec.taps),
+                          attention=spec.attention, attention_normalization=spec.attention_normalization)
