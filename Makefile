@@ -1,6 +1,7 @@
 # The README's two set-up commands. Both create .venv if missing and install what they need.
-#   make demo   train and evaluate on the embedded default (Omniglot), ~5 min on a 2-core CPU
-#   make test   ruff + the whole test suite (CPU only, no network)
+#   make demo       train and evaluate on the embedded default (Omniglot), ~5 min on a 2-core CPU
+#   make test       ruff + the fast test suite (CPU only, no network; a few minutes)
+#   make test-slow  the end-to-end tests that train on the real Omniglot (minutes more; CI runs both)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,14 +15,17 @@ export UNSEEN_DATA := $(SHARED_DATA)
 endif
 endif
 
-.PHONY: demo test lint install
+.PHONY: demo test test-slow lint install
 
 demo: $(VENV)/.installed
 	$(BIN)/unseen train configs/omniglot/baseline.yaml
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m slow
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks

@@ -16,7 +16,7 @@ from unseen.train.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
-SHORT = ["train.max_steps=120", "train.epochs=5", "train.eval_every=5", "train.threads=2",
+SHORT = ["train.steps=120", "train.validate_every=60", "train.threads=2",
          "evaluation.metrics=[recall,map@r]", "evaluation.recall_at=[1,4]"]
 
 
@@ -48,15 +48,17 @@ def test_command_line_train_evaluate_embed(tmp_path, omniglot_root):
     repo = Path(__file__).resolve().parents[2]
     run = tmp_path / "run"
     config = repo / "configs/omniglot/baseline.yaml"
-    trained = run_cli("train", str(config), "train.max_steps=20", "train.epochs=1", "--out", str(run),
+    trained = run_cli("train", str(config), "train.steps=20", "--out", str(run),
                       "--no-progress", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     assert "recall@1" in trained.stdout and (run / "metrics.json").exists()
 
     evaluated = run_cli("evaluate", str(run), "--json", str(tmp_path / "m.json"), "--no-progress", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
-    metrics = json.loads((tmp_path / "m.json").read_text())
+    report = json.loads((tmp_path / "m.json").read_text())
+    metrics = report["metrics"]
     assert metrics["recall@1"] == pytest.approx(json.loads((run / "metrics.json").read_text())["test"]["recall@1"])
+    assert report["protocol"].startswith("leave-one-out") and report["checkpoint"].endswith("best.pt")
 
     embedded = run_cli("embed", str(run), "--out", str(tmp_path / "e.npy"), "--no-progress", cwd=tmp_path)
     assert embedded.returncode == 0, embedded.stderr
@@ -68,7 +70,7 @@ def test_command_line_train_evaluate_embed(tmp_path, omniglot_root):
                          str(tmp_path / "e.labels.npy"), "--json", str(tmp_path / "f.json"), "--no-progress",
                          cwd=tmp_path)
     assert from_files.returncode == 0, from_files.stderr
-    assert json.loads((tmp_path / "f.json").read_text())["recall@1"] == pytest.approx(metrics["recall@1"])
+    assert json.loads((tmp_path / "f.json").read_text())["metrics"]["recall@1"] == pytest.approx(metrics["recall@1"])
 
     again = run_cli("train", str(config), "--out", str(run), cwd=tmp_path)
     assert again.returncode == 2 and "already holds a run" in again.stderr

@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from unseen.losses.decorrelation import Decorrelation, decorrelation_loss
-from unseen.models.backbones import build_trunk
-from unseen.models.network import EmbeddingModel
+from unseen.models.network import build_model
+from unseen.models.spec import ModelSpec
 
 
 def test_loss_is_minus_the_mean_squared_elementwise_agreement_of_the_unit_rows():
@@ -25,13 +25,15 @@ def test_module_projects_the_normalized_shared_embedding_into_the_class_space():
     c, s = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
     projected = module.projection(F.normalize(s, dim=-1))
     assert [tuple(q.shape) for q in module.parameters()] == [(7, 3), (7,), (4, 7), (4,)]
-    assert float(module(c, s)) == pytest.approx(float(decorrelation_loss(c, projected)), abs=1e-12)
+    assert module(c, s).item() == pytest.approx(decorrelation_loss(c, projected).item(), abs=1e-12)
 
 
 def test_reversal_gives_the_encoder_the_negative_of_the_projections_gradient():
     """R descends L; the trunk and both heads, behind the reversal, get exactly −∂L (they ascend it)."""
     torch.manual_seed(0)
-    model = EmbeddingModel(build_trunk("convnet", in_chans=1, channels=(4, 8)), 8, extra_heads={"shared": 6}).double()
+    # the network MIC and Sharing train: a trunk, the class head and the shared head
+    model = build_model(ModelSpec(backbone="convnet", in_chans=1, channels=(4, 8), embedding_dim=8,
+                                  extra_heads={"shared": 6})).double()
     module = Decorrelation(shared_dim=6, class_dim=8, hidden_dim=5).double()
     images = torch.randn(6, 1, 12, 12, dtype=torch.float64)
 
@@ -61,4 +63,4 @@ def test_fp32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         value = module(c.bfloat16(), s.bfloat16())
     assert value.dtype == torch.float32
-    assert float(value) == pytest.approx(float(module(c.bfloat16().float(), s.bfloat16().float())), abs=1e-7)
+    assert value.item() == pytest.approx(module(c.bfloat16().float(), s.bfloat16().float()).item(), abs=1e-7)

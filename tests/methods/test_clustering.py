@@ -1,9 +1,13 @@
+import io
 import itertools
+import time
 
 import numpy as np
 import pytest
+import torch
 
-from unseen.methods.clustering import kmeans, match_clusters
+import unseen.methods.clustering as clustering
+from unseen.methods.clustering import ClusteredRows, cluster_statistics, kmeans, match_clusters
 
 
 def blobs(k, per_cluster, dim, seed):
@@ -54,3 +58,62 @@ def test_matching_minimizes_the_l1_distance_of_membership_vectors():
     best = min(l1_cost(old, new, np.array(p)) for p in itertools.permutations(range(5)))
     assert sorted(permutation.tolist()) == list(range(5))
     assert l1_cost(old, new, permutation) == best
+
+
+def slow_statistics(assignment, k, labels):
+    rows = len(assignment)
+    smallest = min(sum(1 for a in assignment if a == c) for c in range(k)) / rows
+    classes = sorted(set(labels))
+    purity = sum(max(sum(1 for a, y in zip(assignment, labels, strict=True) if y == label and a == c)
+                     for c in range(k)) / sum(1 for y in labels if y == label) for label in classes) / len(classes)
+    per_cluster = sum(len({y for a, y in zip(assignment, labels, strict=True) if a == c}) for c in range(k)) / k
+    return {"cluster_smallest_share": smallest, "cluster_class_purity": purity, "cluster_classes_mean": per_cluster}
+
+
+def test_cluster_statistics_match_a_slow_count():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(10, 17, size=90)  # ids need not start at 0
+    assignment = rng.integers(0, 5, size=90)
+    assignment[assignment == 4] = 3  # an empty cluster: the smallest share is 0
+    stats = cluster_statistics(assignment, 5, labels)
+    expected = slow_statistics(assignment.tolist(), 5, labels.tolist())
+    assert stats.keys() == expected.keys() and expected["cluster_smallest_share"] == 0
+    assert all(stats[key] == pytest.approx(expected[key], abs=1e-12) for key in expected)
+    assert cluster_statistics(assignment, 5) == {"cluster_smallest_share": 0.0}  # without labels: balance only
+
+
+def test_cluster_statistics_by_hand():
+    # class 0: rows in clusters 0, 0, 1 (purity 2/3); class 1: 1, 1 (1); class 2: 0, 1, 2, 2 (1/2)
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    assignment = np.array([0, 0, 1, 1, 1, 0, 1, 2, 2])
+    stats = cluster_statistics(assignment, 3, labels)
+    assert stats["cluster_class_purity"] == pytest.approx((2 / 3 + 1 + 1 / 2) / 3, abs=1e-12)
+    assert stats["cluster_classes_mean"] == pytest.approx((2 + 3 + 1) / 3, abs=1e-12)  # {0, 2}, {0, 1, 2}, {2}
+    assert stats["cluster_smallest_share"] == pytest.approx(2 / 9, abs=1e-12)
+
+
+class Clustered(ClusteredRows, torch.nn.Module):
+    pass
+
+
+def test_reclustering_keeps_the_ids_reports_once_and_travels_in_a_weights_only_state_dict(monkeypatch):
+    x, truth = blobs(k=3, per_cluster=10, dim=4, seed=2)
+    rows = Clustered()
+    rows.recluster(x, 3, seed=0, iterations=20, redo=5, started=time.perf_counter(), labels=truth)
+    first = rows.assignment.copy()
+    assert same_partition(first, truth)
+    report = rows.clustering_report()
+    assert report["clustering_s"] >= 0 and report["cluster_class_purity"] == 1.0
+    assert rows.clustering_report() == {}
+    monkeypatch.setattr(clustering, "kmeans", lambda *args, **kwargs: (first + 1) % 3)  # the same clusters, renamed
+    rows.recluster(x, 3, seed=1, iterations=20, redo=5, started=time.perf_counter())
+    assert np.array_equal(rows.assignment, first)
+    assert set(rows.clustering_report()) == {"clustering_s", "cluster_smallest_share"}
+    rows.clustered_epoch, rows.clustered_step = 4, 37
+    buffer = io.BytesIO()
+    torch.save(rows.state_dict(), buffer)
+    buffer.seek(0)
+    restored = Clustered()
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert np.array_equal(restored.assignment, first) and restored.assignment.dtype == np.int64
+    assert (restored.clustered_epoch, restored.clustered_step) == (4, 37)

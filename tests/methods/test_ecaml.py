@@ -4,31 +4,25 @@ import pytest
 import torch
 
 from unseen.config import load_config
+from unseen.data.base import Splits
 from unseen.errors import ConfigError
 from unseen.losses.energy_confusion import different_class_pairs
 from unseen.methods.base import Batch
-from unseen.methods.baseline import Baseline
-from unseen.methods.ecaml import ECAML
-from unseen.models.backbones import ConvNet
-from unseen.models.network import EmbeddingModel
+from unseen.train.components import build_components, build_method, check_config
+from unseen.train.trainer import build_optimizer
 
 DIM = 8
 
 
-def config(*overrides):
-    return load_config(None, ["method.name=ecaml", f"model.embedding_dim={DIM}", *overrides])
+def config(*overrides, method="ecaml"):
+    return load_config(None, [f"method.name={method}", "model.channels=[4,8]", f"model.embedding_dim={DIM}",
+                              *overrides])
 
 
-def embedder(seed=0):
+def ecaml(*overrides, seed=0, method="ecaml"):
+    """The method and the network it trains (seeded: the same `seed` gives the same network for every method)."""
     torch.manual_seed(seed)
-    return EmbeddingModel(ConvNet(in_chans=1, channels=(4, 8)), DIM)
-
-
-def ecaml(*overrides, model=None):
-    method = ECAML(config(*overrides), num_classes=4, embedding_dim=DIM)
-    if model is not None:
-        method.attach(model)
-    return method
+    return build_method(config(*overrides, method=method), num_classes=4, in_chans=1)
 
 
 def pk_batch(p=4, k=2, seed=0):
@@ -41,44 +35,43 @@ def trunk_grads(model):
     return [p.grad for p in model.trunk.parameters()]
 
 
+def metric_layer(model):
+    return model.heads["class"].linear
+
+
 def test_confusion_gradient_is_zero_on_the_backbone_and_non_zero_on_the_metric_layer():
-    model, batch = embedder(), pk_batch()
-    method = ecaml(model=model)
-    confusion, _, penalty = method.confusion_terms(model(batch.images)["features"], batch)
+    (method, model), batch = ecaml(), pk_batch()
+    layer = metric_layer(model)
+    confusion, _, penalty = method.confusion_terms(model(batch.images)["features"], batch, layer)
     (confusion + penalty).backward()
     assert all(g is None or torch.count_nonzero(g) == 0 for g in trunk_grads(model))
-    layer = model.heads["class"].linear
     assert torch.count_nonzero(layer.weight.grad) > 0 and torch.count_nonzero(layer.bias.grad) > 0
 
 
 def test_the_total_gives_the_backbone_exactly_the_baseline_gradient():
     batch = pk_batch()
     grads = []
-    for method_cls in (Baseline, ECAML):
-        model = embedder()
-        method = method_cls(config(), num_classes=4, embedding_dim=DIM)
-        if method_cls is ECAML:
-            method.attach(model)
-        method.loss(model(batch.images), batch).total.backward()
+    for name in ("baseline", "ecaml"):
+        method, model = ecaml(method=name)
+        method.objective(model, batch).total.backward()
         grads.append(trunk_grads(model))
     assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
 
 
 def test_without_detaching_the_confusion_also_reaches_the_backbone():
-    model, batch = embedder(), pk_batch()
-    method = ecaml("method.detach_features=false", model=model)
-    confusion, _, _ = method.confusion_terms(model(batch.images)["features"], batch)
+    (method, model), batch = ecaml("method.detach_features=false"), pk_batch()
+    confusion, _, _ = method.confusion_terms(model(batch.images)["features"], batch, metric_layer(model))
     confusion.backward()
     assert all(torch.count_nonzero(g) > 0 for g in trunk_grads(model))
 
 
 def test_terms_match_a_slow_reference_on_the_unnormalized_metric_layer_output():
-    model, batch = embedder().double(), pk_batch(p=3, k=4)
-    method = ecaml("method.pairs_per_anchor=3", model=model)
-    out = model(batch.images.double())
-    result = method.loss(out, batch)
-    layer = model.heads["class"].linear
-    weight, bias, features = (t.detach().tolist() for t in (layer.weight, layer.bias, out["features"]))
+    (method, model), batch = ecaml("method.pairs_per_anchor=3"), pk_batch(p=3, k=4)
+    model = model.double().eval()  # eval: the objective's forward pass and this one see the same BatchNorm
+    batch = Batch(batch.images.double(), batch.labels, batch.rows)
+    result = method.objective(model, batch)
+    layer, features = metric_layer(model), model(batch.images)["features"]
+    weight, bias, features = (t.detach().tolist() for t in (layer.weight, layer.bias, features))
     z = [[sum(w * f for w, f in zip(weight[k], row, strict=True)) + bias[k] for k in range(DIM)] for row in features]
     anchors, partners = different_class_pairs(batch.labels, 3, method.pair_generator(batch))
     energy = sum(0.5 * sum((z[i][k] - z[j][k]) ** 2 for k in range(DIM))
@@ -98,46 +91,74 @@ def draw(method, batch):
 
 def test_the_pair_draw_is_a_function_of_seed_and_batch_rows():
     batch = pk_batch()
-    method = ecaml()
-    assert all(torch.equal(a, b) for a, b in zip(draw(method, batch), draw(ecaml(), batch), strict=True))
+    method, _ = ecaml()
+    again, _ = ecaml()
+    assert all(torch.equal(a, b) for a, b in zip(draw(method, batch), draw(again, batch), strict=True))
     other_rows = Batch(batch.images, batch.labels, batch.rows + 100)
-    other_seed = ecaml("train.seed=1")
+    other_seed, _ = ecaml("train.seed=1")
     assert not torch.equal(draw(method, batch)[1], draw(method, other_rows)[1])
     assert not torch.equal(draw(method, batch)[1], draw(other_seed, batch)[1])
 
 
 def test_zero_weights_give_the_baseline_loss_and_log_energy_off_gives_e():
-    model, batch = embedder(), pk_batch()
-    out = model(batch.images)
-    baseline = Baseline(config(), num_classes=4, embedding_dim=DIM).loss(out, batch).total
-    off = ecaml("method.confusion_weight=0", "method.row_norm_weight=0", model=model).loss(out, batch)
-    assert off.total.item() == baseline.item()
-    linear = ecaml("method.log_energy=false", model=model).loss(out, batch).parts
-    assert linear["confusion"] == linear["energy"]
+    (baseline, model), batch = ecaml(method="baseline"), pk_batch()
+    out, layer = model(batch.images), metric_layer(model)
+    expected = baseline.loss(out, batch).total
+    off, _ = ecaml("method.confusion_weight=0", "method.row_norm_weight=0")
+    assert off.loss(out, batch, layer).total.item() == expected.item()
+    linear, _ = ecaml("method.log_energy=false")
+    parts = linear.loss(out, batch, layer).parts
+    assert parts["confusion"] == parts["energy"]
 
 
 def test_a_one_class_batch_has_no_confusion_term():
-    model = embedder()
+    method, model = ecaml()
     batch = Batch(torch.randn(4, 1, 12, 12), torch.zeros(4, dtype=torch.long), torch.arange(4))
-    confusion, energy, _ = ecaml(model=model).confusion_terms(model(batch.images)["features"], batch)
+    confusion, energy, _ = method.confusion_terms(model(batch.images)["features"], batch, metric_layer(model))
     assert confusion.item() == energy.item() == 0.0
 
 
-def test_the_metric_layer_stays_the_embedders_own():
-    model = embedder()
-    method = ecaml("loss.name=MultiSimilarityLoss", model=model)
+def test_the_metric_layer_stays_the_networks_own():
+    method, model = ecaml("loss.name=MultiSimilarityLoss")
     assert list(method.parameters()) == [] and method.state_dict() == {}
-    assert method.param_groups(1e-3, 0.0) == []
-    with pytest.raises(RuntimeError, match=r"call method\.attach\(model\)"):
-        ecaml().loss(model(pk_batch().images), pk_batch())
+    groups = method.param_groups(model, 1e-3, 0.0)
+    assert [g["name"] for g in groups] == ["metric_layer", "metric_layer_bias"]
+    layer = metric_layer(model)
+    assert groups[0]["params"][0] is layer.weight and groups[1]["params"][0] is layer.bias
+    batch = pk_batch()
+    with pytest.raises(ValueError, match=r"^ecaml: the loss needs the network's metric layer"):
+        method.loss(model(batch.images), batch)
+
+
+@pytest.fixture
+def splits(pattern_table):
+    return Splits(train=pattern_table(4, 4, seed=0, name="train"), val=pattern_table(2, 4, seed=1, name="val"),
+                  test=pattern_table(2, 4, seed=2, name="test"), dataset="patterns", protocol="generated patterns")
+
+
+@pytest.mark.parametrize("multiplier", [10.0, 1.0])
+def test_the_optimizer_holds_the_metric_layer_once_at_its_multiplied_lr(multiplier, splits):
+    extra = [] if multiplier == 10.0 else [f"method.metric_layer_lr={multiplier}"]  # 10: the default
+    c = build_components(config("optimizer.lr=0.002", "optimizer.weight_decay=0.1", "loss.name=ProxyAnchorLoss",
+                                "miner.name=null", "sampler.classes_per_batch=2", "sampler.samples_per_class=2",
+                                "data.image_size=12", *extra), splits)
+    groups = {g["name"]: g for g in build_optimizer(c).param_groups}
+    layer = metric_layer(c.model)
+    held = [id(p) for g in groups.values() for p in g["params"]]
+    owned = [*c.model.parameters(), *c.method.parameters()]
+    assert sorted(held) == sorted(id(p) for p in owned)  # every parameter exactly once
+    assert set(groups) == {"backbone", "method", "metric_layer", "metric_layer_bias"}  # the heads group emptied
+    assert groups["metric_layer"]["params"] == [layer.weight] and groups["metric_layer_bias"]["params"] == [layer.bias]
+    assert groups["metric_layer"]["lr"] == groups["metric_layer_bias"]["lr"] == pytest.approx(0.002 * multiplier)
+    assert groups["metric_layer"]["weight_decay"] == 0.1 and groups["metric_layer_bias"]["weight_decay"] == 0.0
+    assert groups["backbone"]["lr"] == groups["method"]["lr"] == 0.002  # the proxies stay at the lr
 
 
 def test_terms_stay_fp32_under_bf16_autocast():
-    model, batch = embedder(), pk_batch()
-    method = ecaml(model=model)
+    (method, model), batch = ecaml(), pk_batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(batch.images)
-        terms = method.confusion_terms(out["features"], batch)
+        terms = method.confusion_terms(out["features"], batch, metric_layer(model))
     assert all(t.dtype == torch.float32 for t in terms)
 
 
@@ -145,7 +166,8 @@ def test_terms_stay_fp32_under_bf16_autocast():
     ("key", "value", "message"),
     [("confusion_weigth", "0.1", r"unknown key 'confusion_weigth'; did you mean 'confusion_weight'"),
      ("row_norm_weight", "-1", r"row_norm_weight: .*greater than or equal to 0"),
-     ("pairs_per_anchor", "0", r"pairs_per_anchor: .*greater than 0")],
+     ("pairs_per_anchor", "0", r"pairs_per_anchor: .*greater than 0"),
+     ("metric_layer_lr", "0", r"metric_layer_lr: .*greater than 0")],
 )
 def test_bad_params_are_named(key, value, message):
     with pytest.raises(ConfigError, match=rf"^method \(ecaml\): {message}"):
@@ -162,26 +184,26 @@ BASE_LOSSES = {
 
 
 @pytest.mark.parametrize("name", sorted(BASE_LOSSES))
-def test_ecaml_composes_with_base_losses_in_a_real_forward_backward_step(name):
-    model, batch = embedder(), pk_batch(p=4, k=4)
-    method = ecaml(*BASE_LOSSES[name], model=model)
-    groups = model.param_groups(1e-3, None, 0.0) + method.param_groups(1e-3, 0.0)
-    optimizer = torch.optim.Adam(groups)
-    before = model.heads["class"].linear.weight.detach().clone()
-    result = method.loss(model(batch.images), batch)
+def test_ecaml_composes_with_base_losses_in_a_real_forward_backward_step(name, splits):
+    cfg = config(*BASE_LOSSES[name], "data.image_size=12", "sampler.classes_per_batch=2",
+                 "sampler.samples_per_class=2")
+    torch.manual_seed(0)
+    c = build_components(cfg, splits)
+    method, model, batch = c.method, c.model, pk_batch(p=4, k=4)
+    optimizer = build_optimizer(c)
+    before = metric_layer(model).weight.detach().clone()
+    result = method.objective(model, batch)
     assert set(result.parts) == {"base", "confusion", "energy", "penalty"}
     assert torch.isfinite(result.total)
     result.total.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     assert all(p.grad is not None for p in method.parameters())  # MarginLoss's learnable beta
     optimizer.step()
-    assert not torch.equal(before, model.heads["class"].linear.weight)
+    assert not torch.equal(before, metric_layer(model).weight)
 
 
 def test_ecaml_refuses_a_tapped_model():
-    from unseen.config import load_config
-    from unseen.errors import ConfigError
-    from unseen.train.components import check_config
-
-    with pytest.raises(ConfigError, match=r"method \(ecaml\): model\.taps is not supported"):
+    with pytest.raises(ConfigError, match=r"^method \(ecaml\): model\.taps is not supported"):
         check_config(load_config(None, ["method.name=ecaml", "model.taps=[block1]"]))
+    with pytest.raises(ConfigError, match=r"^method \(ecaml\): model\.taps is not supported"):
+        ecaml("model.taps=[0]")

@@ -16,7 +16,8 @@ def test_convnet_surface_and_tap_shapes():
 
 
 def test_embedder_outputs_unit_class_embedding_and_extra_heads():
-    model = build_model(ModelSpec(backbone="convnet", in_chans=1, channels=(8, 16), embedding_dim=12, extra_heads={"shared": 6}))
+    model = build_model(ModelSpec(backbone="convnet", in_chans=1, channels=(8, 16), embedding_dim=12,
+                                  extra_heads={"shared": 6}))
     out = model(torch.randn(3, 1, 28, 28))
     assert out["features"].shape == (3, 16)
     assert out["class"].shape == (3, 12) and out["shared"].shape == (3, 6)

@@ -9,7 +9,8 @@ features that keep the concepts shared by all classes. λ is constant or follows
 Where h sits (`placement`) matters: the paper asks the *deep model* for class-invariant features while the
 metric loss keeps the embedding discriminative, so by default (`features`) h is the general-feature branch: the
 attention-pooled intermediate maps (with `model.taps`), else the trunk's pooled last map. `subspace` puts h on
-the first `subspace_dim` dimensions of the class embedding only; `embedding` on the whole retrieval embedding,
+the first `subspace_dim` dimensions of the class embedding only (those rows of the class layer, normalized on
+their own); `embedding` on the whole retrieval embedding,
 where the adversary fights the metric loss head-on (version 1 of this code; kept for the comparison). The
 paper's other component, attention-pooled intermediate features, is part of the network (`model.taps`,
 `model.attention`), so evaluation embeds with the network alone.
@@ -82,12 +83,21 @@ class ClassAdversarial(Method):
             return width
         return ctx.embedding_dim
 
-    def adversary_input(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+    def objective(self, model: EmbeddingModel, batch: Batch) -> LossOutput:
+        return self.loss(model(batch.images), batch, model.heads["class"].linear)
+
+    def adversary_input(self, out: dict[str, torch.Tensor], class_layer: nn.Linear | None = None) -> torch.Tensor:
+        """h: the general-feature branch, the sub-space, or the whole class embedding. The sub-space is its own
+        rows of the class layer applied to the head's input and normalized alone, so that the adversary's gradient
+        reaches those rows only (a slice of the whole normalized embedding would couple every dimension)."""
         p = self.params
         if p.placement == "features":
             return out.get("intermediate", out["features"])
         if p.placement == "subspace":
-            return out["class"][:, : self.adversary[0].in_features]  # type: ignore[index]
+            if class_layer is None:
+                raise ValueError("class_adversarial: placement 'subspace' needs the class layer (objective passes it)")
+            width = self.adversary[0].in_features  # type: ignore[index]
+            return F.normalize(F.linear(out["fused"], class_layer.weight[:width], class_layer.bias[:width]), dim=-1)
         return out["class"]
 
     def reversal_scale(self, progress: float) -> float:
@@ -95,12 +105,15 @@ class ClassAdversarial(Method):
         p = self.params
         return p.adversary_weight if p.schedule == "constant" else dann_schedule(progress, p.adversary_weight)
 
-    def loss(self, out: dict[str, torch.Tensor], batch: Batch) -> LossOutput:
+    def loss(self, out: dict[str, torch.Tensor], batch: Batch, class_layer: nn.Linear | None = None) -> LossOutput:
+        """base + the adversary's cross-entropy behind the reversal; `class_layer`: the network's class-head
+        linear layer (placement subspace only)."""
         base = self.base_objective(out["class"], batch.labels)
         if self.adversary is None:
             return LossOutput(base, {"base": float(base.detach())})
         self.reversal.scale = self.reversal_scale(self.ctx.progress)
-        logits = self.adversary(self.reversal(self.adversary_input(out)))  # cross-entropy runs in fp32 under autocast
+        # cross-entropy runs in fp32 under autocast
+        logits = self.adversary(self.reversal(self.adversary_input(out, class_layer)))
         adversary = F.cross_entropy(logits, batch.labels)
         accuracy = (logits.detach().argmax(dim=1) == batch.labels).float().mean()
         parts = {"base": float(base.detach()), "adversary": float(adversary.detach()),

@@ -19,6 +19,7 @@ A plan is one re-clustering period, so every clustering happens at a plan's star
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -66,6 +67,8 @@ class DivideAndConquer(ClusteredRows, Method):
         super().__init__(params, ctx)
         p = self.params
         self.slice_dim = ctx.embedding_dim // p.num_clusters
+        if not any(isinstance(v, float) for v in (p.full_embedding_from, p.finetune_from)):
+            self.full_embedding_step  # noqa: B018 - phases in steps are checked now, fractions once the budget is known
         # One criterion per learner, on D/K dimensions (the code keeps one per cluster; proxy losses need the
         # slice's size). Built under a forked RNG so that the data order stays the baseline's.
         with torch.random.fork_rng(devices=[]):
@@ -80,9 +83,9 @@ class DivideAndConquer(ClusteredRows, Method):
 
     @property
     def finetune_step(self) -> int:
-        """The first conquer step (past the budget when there is none)."""
+        """The first conquer step (never, when there is none)."""
         p = self.params
-        return self.ctx.total_steps + 1 if p.finetune_from is None else self.ctx.steps(p.finetune_from)
+        return sys.maxsize if p.finetune_from is None else self.ctx.steps(p.finetune_from)
 
     @property
     def full_embedding_step(self) -> int:
@@ -95,7 +98,9 @@ class DivideAndConquer(ClusteredRows, Method):
 
     # -- phases ------------------------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
-        """One plan per re-clustering period."""
+        """One plan per re-clustering period. (The trainer asks once the budget is known, so the phases are checked
+        here, before any step.)"""
+        self.full_embedding_step  # noqa: B018 - raises a ConfigError for phases in the wrong order
         p = self.params
         if p.recluster_every is not None:
             return max(1, self.ctx.steps(p.recluster_every))

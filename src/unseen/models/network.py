@@ -2,8 +2,8 @@
 
 `features`: the trunk's globally average-pooled last map (B×F); `class`: the class embedding (B×D,
 unit norm), the only output used at test time; one more entry per extra head a method asks for
-(`shared`: B×D'); `intermediate`: the attention-pooled taps side by side (with taps); `taps`: every
-stage's map, when asked for.
+(`shared`: B×D'); `intermediate`: the attention-pooled taps side by side (with taps); `fused`: what the
+heads read; `taps`: every stage's map, when asked for.
 
 With intermediate taps (`model.taps`, Al-Kaabi et al. 2021) the heads read the fusion
 [pool(tap₁), …, pool(tapₙ), features] (B×(C₁+…+Cₙ+F)), each tap pooled by its own attention
@@ -80,6 +80,7 @@ class EmbeddingModel(nn.Module):
         if pooled:
             out["intermediate"] = torch.cat(pooled, dim=1)
         fused = torch.cat([*pooled, features], dim=1) if pooled else features
+        out["fused"] = fused
         for name, head in self.heads.items():
             out[name] = head(fused)
         return out
