@@ -32,7 +32,7 @@ FIELDS = ("relative_im_path", "class")
 def read(root: Path, config: Any) -> tuple[Table, Table]:
     """(train: classes 1–98, test: classes 99–196), as image paths."""
     reader_options(config, "cars", ())
-    files = DatasetFiles("cars", Path(root), SOURCE, config.allow_subset)
+    files = DatasetFiles.of("cars", root, SOURCE, config)
     folder = files.root / FOLDER
     if (folder / "cars_annos.mat").is_file():
         paths, class_ids, names = _read_annotations(folder / "cars_annos.mat", files)

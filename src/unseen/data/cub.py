@@ -13,7 +13,6 @@ from typing import Any
 
 from unseen.data.base import Table
 from unseen.data.scan import DatasetFiles, reader_options
-from unseen.errors import DatasetError
 
 FOLDER = "CUB_200_2011"
 SOURCE = "extract CUB_200_2011.tgz (https://www.vision.caltech.edu/datasets/cub_200_2011/) into the data root"
@@ -24,17 +23,15 @@ TRAIN_CLASSES = 100
 def read(root: Path, config: Any) -> tuple[Table, Table]:
     """(train: species 1–100, test: species 101–200), as image paths."""
     reader_options(config, "cub", ())
-    files = DatasetFiles("cub", Path(root), SOURCE, config.allow_subset)
-    images = files.read_rows(f"{FOLDER}/images.txt", expected="<id> <path>", types=(int, str))
+    files = DatasetFiles.of("cub", root, SOURCE, config)
     labels = dict(
         files.read_rows(f"{FOLDER}/image_class_labels.txt", expected="<id> <class_id>", types=(int, int))
     )
-    unlabelled = [image_id for image_id, _ in images if image_id not in labels]
-    if unlabelled:
-        raise DatasetError(
-            f"{FOLDER}/image_class_labels.txt: no class for image {unlabelled[0]} of {FOLDER}/images.txt "
-            f"({len(unlabelled):,} images without a class)"
-        )
+    unlabelled = f"has no class in {FOLDER}/image_class_labels.txt"
+    images = files.read_rows(
+        f"{FOLDER}/images.txt", expected="<id> <path>", types=(int, str),
+        check=lambda row: None if row[0] in labels else f"image {row[0]} {unlabelled}",
+    )
     folder = files.require(f"{FOLDER}/images")
     return files.build(
         [str(folder / path) for _, path in images],

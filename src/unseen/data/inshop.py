@@ -30,7 +30,7 @@ STATUSES = ("train", "query", "gallery")
 def read(root: Path, config: Any) -> tuple[Table, Table]:
     """(train, test with is_query / is_gallery), as image paths."""
     reader_options(config, "inshop", ())
-    files = DatasetFiles("inshop", Path(root), SOURCE, config.allow_subset)
+    files = DatasetFiles.of("inshop", root, SOURCE, config)
     rows = files.read_rows(
         f"{FOLDER}/list_eval_partition.txt", expected="<image_name> <item_id> train|query|gallery",
         types=(str, str, _status), header="image_name item_id evaluation_status", count_line=True,

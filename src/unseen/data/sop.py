@@ -24,7 +24,7 @@ HEADER = "image_id class_id super_class_id path"
 def read(root: Path, config: Any) -> tuple[Table, Table]:
     """(train: Ebay_train.txt, test: Ebay_test.txt), as image paths."""
     reader_options(config, "sop", ())
-    files = DatasetFiles("sop", Path(root), SOURCE, config.allow_subset)
+    files = DatasetFiles.of("sop", root, SOURCE, config)
     paths, names, in_train = [], [], []
     for split in ("train", "test"):
         rows = files.read_rows(

@@ -33,7 +33,7 @@ def read(root: Path, config: Any) -> tuple[Table, Table]:
     if match is None:
         expected = "test_list_800, test_list_1600 or test_list_2400"
         raise DatasetError(f"data.options.test_list: expected {expected}, got '{test_list}'")
-    files = DatasetFiles("vehicleid", Path(root), SOURCE, config.allow_subset)
+    files = DatasetFiles.of("vehicleid", root, SOURCE, config)
     paths, names, in_train = [], [], []
     for list_name in ("train_list", test_list):
         list_file = f"{FOLDER}/train_test_split/{list_name}.txt"
