@@ -38,7 +38,7 @@ def test_the_canonical_counts_are_enforced_without_allow_subset(cub_tree, config
 
 def test_a_missing_list_file_says_where_to_get_it(cub_tree, config):
     (cub_tree / "CUB_200_2011" / "image_class_labels.txt").unlink()
-    expected = r"^CUB_200_2011/image_class_labels.txt: not found under .*; extract CUB_200_2011.tgz"
+    expected = r"^CUB_200_2011/image_class_labels.txt: not found under .*; get CUB_200_2011.tgz"
     with pytest.raises(DatasetError, match=expected):
         cub.read(cub_tree, config("cub", allow_subset=True))
 
