@@ -60,8 +60,8 @@ def _read_annotations(path: Path, files: DatasetFiles) -> tuple[list[str], list[
     shown = files.show(path)
     try:
         mat = scipy.io.loadmat(path, squeeze_me=True)
-    except (OSError, ValueError, TypeError, NotImplementedError, scipy.io.matlab.MatReadError) as error:
-        raise DatasetError(f"{shown}: cannot read ({error})") from None
+    except Exception as error:  # scipy signals a damaged file with many exception types (IndexError, ...)
+        raise DatasetError(f"{shown}: cannot read ({type(error).__name__}: {error})") from None
     annotations = np.atleast_1d(mat.get("annotations", np.array([])))
     if annotations.dtype.names is None or not set(FIELDS) <= set(annotations.dtype.names):
         raise DatasetError(f"{shown}: expected a struct array 'annotations' with fields {', '.join(FIELDS)}")
