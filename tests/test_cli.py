@@ -47,3 +47,21 @@ def test_config_show_prints_the_resolved_config(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "name: TripletMarginLoss\n  margin: 0.3" in result.stdout
     assert "embedding_dim: 128" in result.stdout
+
+
+def test_evaluate_files_states_its_edges_and_computes_only_what_is_asked(tmp_path):
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(7, 4)).astype(np.float32)
+    np.save(tmp_path / "e.npy", vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    np.save(tmp_path / "l.npy", np.array([0, 0, 1, 1, 1, 2, 3]))  # classes 2 and 3 are singletons
+    result = run_cli("evaluate", "--embeddings", "e.npy", "--labels", "l.npy", "--metrics", "recall@1,map@r",
+                     "--json", "out.json", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert set(report["metrics"]) == {"recall@1", "map@r", "num_queries", "num_queries_excluded"}
+    assert report["notes"]["queries_without_positive"] == report["metrics"]["num_queries_excluded"] == 2
+    assert "ties:" in result.stdout and "queries without a positive: 2" in result.stdout

@@ -76,3 +76,46 @@ def test_bad_files(tmp_path):
 def test_validate_config_names_the_source():
     with pytest.raises(ConfigError, match=r"^run/config\.yaml: unknown key 'train\.stepz'"):
         validate_config({"train": {"stepz": 3}}, source="run/config.yaml")
+
+
+def test_extends_merges_over_the_parent_relative_to_the_file(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "parent.yaml").write_text(
+        "loss:\n  name: MultiSimilarityLoss\n  alpha: 3\nmodel:\n  embedding_dim: 64\n  dropout: 0.1\n")
+    (tmp_path / "child.yaml").write_text("extends: base/parent.yaml\nmodel:\n  embedding_dim: 32\n")
+    config = load_config(tmp_path / "child.yaml")
+    assert config.model.embedding_dim == 32 and config.model.dropout == 0.1
+    assert config.loss.name == "MultiSimilarityLoss" and config.loss.kwargs == {"alpha": 3}
+
+
+def test_a_section_whose_name_changes_is_replaced_whole(tmp_path):
+    (tmp_path / "parent.yaml").write_text("loss:\n  name: MultiSimilarityLoss\n  alpha: 3\n")
+    (tmp_path / "child.yaml").write_text("extends: parent.yaml\nloss:\n  name: MarginLoss\n  margin: 0.1\n")
+    assert load_config(tmp_path / "child.yaml").loss.kwargs == {"margin": 0.1}
+    override = load_config(tmp_path / "parent.yaml", ["loss.name=MarginLoss", "loss.learn_beta=true"])
+    assert override.loss.name == "MarginLoss" and override.loss.kwargs == {"learn_beta": True}
+    same = load_config(tmp_path / "parent.yaml", ["loss.name=MultiSimilarityLoss", "loss.beta=40"])
+    assert same.loss.kwargs == {"alpha": 3, "beta": 40}
+
+
+def test_extends_cycles_and_bad_parents_are_one_line_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"a\.yaml: extends: cycle \(.*a\.yaml -> .*b\.yaml -> .*a\.yaml\)"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: /etc/unseen.yaml\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: extends: expected a path relative to this file"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read config"):
+        load_config(tmp_path / "d.yaml")
+
+
+def test_steps_are_integers_or_shares_of_the_budget():
+    from unseen.config import resolve_steps
+
+    config = load_config(None, ["train.validate_every=0.02", "schedule.milestones=[0.8, 100]"])
+    assert config.train.validate_every == 0.02 and config.schedule.milestones == (0.8, 100)
+    assert resolve_steps(0.02, 5000) == 100 and resolve_steps(100, 5000) == 100
+    with pytest.raises(ConfigError, match="train.validate_every"):
+        load_config(None, ["train.validate_every=1.5"])

@@ -98,12 +98,15 @@ def evaluate(
     if embeddings is not None or labels is not None:
         if run_dir is not None or embeddings is None or labels is None:
             raise ConfigError("evaluate: give either RUN_DIR or both --embeddings and --labels")
-        from unseen.evaluation import METRICS, evaluate_files
+        from unseen.evaluation import METRICS, evaluate_files, evaluation_notes_files
 
-        values = evaluate_files(embeddings, labels, query_mask, gallery_mask, recall_at=cutoffs or (1, 2, 4, 8),
+        cutoffs = cutoffs or (1, 2, 4, 8)
+        notes = evaluation_notes_files(labels, query_mask, gallery_mask, recall_at=cutoffs)
+        _print_warnings(notes)
+        values = evaluate_files(embeddings, labels, query_mask, gallery_mask, recall_at=cutoffs,
                                 metrics=names or METRICS, progress=progress)
-        report: dict[str, Any] = {"metrics": values, "protocol": "leave-one-out" if query_mask is None and
-                                  gallery_mask is None else "query -> gallery (masks)", "embeddings": str(embeddings)}
+        report: dict[str, Any] = {"metrics": values, "notes": notes, "protocol": notes["protocol"],
+                                  "embeddings": str(embeddings)}
         title = str(embeddings)
     else:
         if run_dir is None:
@@ -112,8 +115,12 @@ def evaluate(
 
         report = evaluate_run(run_dir, which=checkpoint, split=split, metrics=names, recall_at=cutoffs or None,
                               data_root=data_root, progress=progress)
+        _print_warnings(report["notes"])
         title = f"{run_dir} ({checkpoint} checkpoint, {split} split; {report['protocol']})"
     _print_metrics(title, report["metrics"])
+    notes = report["notes"]
+    typer.echo(f"queries without a positive: {notes['queries_without_positive']} "
+               f"({notes['queries_without_positive_rule']}); ties: {notes['tie_break']}")
     if json_out is not None:
         from unseen.files import write_json_atomic
 
@@ -180,6 +187,11 @@ def _parse_ks(text: str) -> tuple[int, ...]:
     if not ks or min(ks) < 1:
         raise ConfigError(f"--recall-at: expected comma-separated positive integers, got {text!r}")
     return ks
+
+
+def _print_warnings(notes: dict[str, Any]) -> None:
+    for warning in notes["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def _print_metrics(title: str, metrics: dict[str, Any]) -> None:

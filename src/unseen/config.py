@@ -67,6 +67,9 @@ class DataConfig(Section):
     download: bool = True
     allow_subset: bool = False
     on_bad_image: Literal["fail", "skip"] = "fail"
+    on_bad_row: Literal["fail", "skip"] = Field(
+        "fail", description="a malformed line of a list file: fail, or skip it and report it (fails past 1% of rows)"
+    )
     options: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -26,8 +26,9 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
     try:
-        with os.fdopen(handle, mode) as file:
+        with open(temporary, mode) as file:  # opened by name, so `file.name` is the temporary path
             yield file
             file.flush()
             os.fsync(file.fileno())

@@ -23,6 +23,7 @@ def make_config(name: str = "omniglot", **overrides: object) -> SimpleNamespace:
         "download": False,
         "allow_subset": False,
         "on_bad_image": "fail",
+        "on_bad_row": "fail",
         "options": {},
     }
     fields.update(overrides)
@@ -154,10 +155,9 @@ CUB_CLASSES = {
 }
 
 
-@pytest.fixture
-def cub_tree(tmp_path: Path) -> Path:
-    """`CUB_200_2011/` with images.txt, image_class_labels.txt, classes.txt and images/, as in the archive."""
-    folder = tmp_path / "CUB_200_2011"
+def build_cub(folder: Path) -> None:
+    """`folder` as `CUB_200_2011.tgz` extracts to `CUB_200_2011/`: images.txt, image_class_labels.txt,
+    classes.txt and images/ (the archive's attributes.txt goes beside the folder)."""
     images, labels, classes = [], [], []
     image_id = 0
     for class_id, (name, count) in CUB_CLASSES.items():
@@ -171,6 +171,13 @@ def cub_tree(tmp_path: Path) -> Path:
     (folder / "images.txt").write_text("\n".join(images) + "\n")
     (folder / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
     (folder / "classes.txt").write_text("\n".join(classes) + "\n")
+    (folder.parent / "attributes.txt").write_text("1 has_bill_shape::curved_(up_or_down)\n")
+
+
+@pytest.fixture
+def cub_tree(tmp_path: Path) -> Path:
+    """The data root with `CUB_200_2011/` in it, as in the archive."""
+    build_cub(tmp_path / "CUB_200_2011")
     return tmp_path
 
 
@@ -178,12 +185,11 @@ def cub_tree(tmp_path: Path) -> Path:
 CARS_CLASSES = [(1, 2), (2, 1), (98, 2), (99, 2), (196, 3)]
 
 
-@pytest.fixture
-def cars_tree(tmp_path: Path) -> Path:
-    """`cars196/cars_annos.mat` (scipy struct array as published, `test` flags mixed) + `cars196/car_ims/`."""
+def build_cars(folder: Path) -> None:
+    """`folder` with `cars_annos.mat` (scipy struct array as published, `test` flags mixed) and `car_ims/`, as
+    car_ims.tgz extracts beside the separately downloaded mat file."""
     import scipy.io
 
-    folder = tmp_path / "cars196"
     fields = ["relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test"]
     records = []
     for class_id, count in CARS_CLASSES:
@@ -206,6 +212,12 @@ def cars_tree(tmp_path: Path) -> Path:
     for i in range(196):
         class_names[0, i] = np.array([f"Make Model {i + 1} 2012"])
     scipy.io.savemat(folder / "cars_annos.mat", {"annotations": annotations, "class_names": class_names})
+
+
+@pytest.fixture
+def cars_tree(tmp_path: Path) -> Path:
+    """The data root with `cars196/cars_annos.mat` and `cars196/car_ims/`."""
+    build_cars(tmp_path / "cars196")
     return tmp_path
 
 
@@ -219,10 +231,9 @@ SOP_CLASSES = [
 ]
 
 
-@pytest.fixture
-def sop_tree(tmp_path: Path) -> Path:
-    """`Stanford_Online_Products/Ebay_{train,test}.txt` with the header line, and the .JPG images."""
-    folder = tmp_path / "Stanford_Online_Products"
+def build_sop(folder: Path) -> None:
+    """`folder` as `Stanford_Online_Products.zip` extracts: Ebay_{train,test,info}.txt with their header
+    lines, and the .JPG images in `<category>_final/`."""
     lines = {split: ["image_id class_id super_class_id path"] for split in ("train", "test")}
     for split, class_id, super_id, super_folder, count in SOP_CLASSES:
         for k in range(count):
@@ -231,6 +242,13 @@ def sop_tree(tmp_path: Path) -> Path:
             lines[split].append(f"{len(lines[split])} {class_id} {super_id} {relative}")
     for split, rows in lines.items():
         (folder / f"Ebay_{split}.txt").write_text("\n".join(rows) + "\n")
+    (folder / "Ebay_info.txt").write_text("image_id class_id super_class_id path\n")
+
+
+@pytest.fixture
+def sop_tree(tmp_path: Path) -> Path:
+    """The data root with `Stanford_Online_Products/` in it."""
+    build_sop(tmp_path / "Stanford_Online_Products")
     return tmp_path
 
 
@@ -243,19 +261,26 @@ INSHOP_ITEMS = [
 ]
 
 
-@pytest.fixture
-def inshop_tree(tmp_path: Path) -> Path:
-    """`inshop/list_eval_partition.txt` (count line, header, space-padded columns, a tab) + `inshop/img/`."""
-    folder = tmp_path / "inshop"
+def build_inshop(folder: Path, list_file: str = "list_eval_partition.txt", images: str = "") -> None:
+    """`folder/<list_file>` (count line, header, space-padded columns, a tab) and the images it names as
+    `img/...` under `folder/<images>`: the benchmark's own folder is `Eval/list_eval_partition.txt` with
+    images "Img" (Img/img.zip extracted in place)."""
     rows = []
     for item, statuses in INSHOP_ITEMS:
         for k, status in enumerate(statuses):
             relative = f"img/WOMEN/Dresses/{item}/0{k + 1}_1_front.jpg"
-            write_jpeg(folder / relative, seed=len(rows))
+            write_jpeg(folder / images / relative, seed=len(rows))
             gap = " " * (60 - len(relative)) if k % 2 else "\t"
             rows.append(f"{relative}{gap}{item} {status}")
     header = ["image_name item_id evaluation_status"]
-    (folder / "list_eval_partition.txt").write_text("\n".join([str(len(rows)), *header, *rows]) + "\n")
+    (folder / list_file).parent.mkdir(parents=True, exist_ok=True)
+    (folder / list_file).write_text("\n".join([str(len(rows)), *header, *rows]) + "\n")
+
+
+@pytest.fixture
+def inshop_tree(tmp_path: Path) -> Path:
+    """The data root with `inshop/list_eval_partition.txt` + `inshop/img/` (the layout before Eval/ was read)."""
+    build_inshop(tmp_path / "inshop")
     return tmp_path
 
 
@@ -268,10 +293,9 @@ VEHICLEID_LISTS = {
 }
 
 
-@pytest.fixture
-def vehicleid_tree(tmp_path: Path) -> Path:
-    """`VehicleID_V1.0/train_test_split/{train_list,test_list_*}.txt` (`<image> <vehicle>`), `image/`."""
-    folder = tmp_path / "VehicleID_V1.0"
+def build_vehicleid(folder: Path) -> None:
+    """`folder` as `VehicleID_V1.0/`: train_test_split/{train_list,test_list_*}.txt (`<image> <vehicle>`),
+    image/ and attribute/."""
     (folder / "train_test_split").mkdir(parents=True)
     for list_name, vehicles in VEHICLEID_LISTS.items():
         rows = []
@@ -282,7 +306,22 @@ def vehicleid_tree(tmp_path: Path) -> Path:
                     write_jpeg(folder / "image" / f"{image}.jpg", seed=vehicle * 10 + k)
                 rows.append(f"{image} {vehicle}")
         (folder / "train_test_split" / f"{list_name}.txt").write_text("\n".join(rows) + "\n")
+    (folder / "attribute").mkdir()
+    (folder / "attribute" / "model_attr.txt").write_text("1 0\n")
+
+
+@pytest.fixture
+def vehicleid_tree(tmp_path: Path) -> Path:
+    """The data root with `VehicleID_V1.0/` in it."""
+    build_vehicleid(tmp_path / "VehicleID_V1.0")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def build() -> SimpleNamespace:
+    """The builders of each dataset's folder, to lay them out anywhere: `build.cub(folder)`, ..."""
+    return SimpleNamespace(cub=build_cub, cars=build_cars, sop=build_sop, inshop=build_inshop,
+                           vehicleid=build_vehicleid, write_jpeg=write_jpeg)
 
 
 @pytest.fixture

@@ -49,8 +49,9 @@ def test_class_folders_without_numbers_are_numbered_in_sorted_order(tmp_path, co
 
 def test_no_data_says_what_to_put_where(tmp_path, config):
     expected = (
-        r"^cars: neither cars196/cars_annos.mat nor cars196/images/<class>/ "
-        r"under .*; put cars_annos.mat and the car_ims/ folder"
+        r"^cars: no dataset files under .*; looked for cars_annos.mat \+ car_ims/ in cars196/ or the root itself "
+        r"\(car_ims.tgz extracted beside cars_annos.mat\); images/ in cars196/ \(one folder of images per class\); "
+        r"get car_ims.tgz and cars_annos.mat"
     )
     with pytest.raises(DatasetError, match=expected):
         cars.read(tmp_path, config("cars"))

@@ -38,7 +38,7 @@ def test_the_canonical_counts_are_enforced_without_allow_subset(cub_tree, config
 
 def test_a_missing_list_file_says_where_to_get_it(cub_tree, config):
     (cub_tree / "CUB_200_2011" / "image_class_labels.txt").unlink()
-    expected = r"^CUB_200_2011/image_class_labels.txt: not found under .*; extract " r"CUB_200_2011.tgz"
+    expected = r"^CUB_200_2011/image_class_labels.txt: not found under .*; get CUB_200_2011.tgz"
     with pytest.raises(DatasetError, match=expected):
         cub.read(cub_tree, config("cub", allow_subset=True))
 
@@ -49,16 +49,16 @@ def test_a_malformed_line_is_named(cub_tree, config, line):
     lines = path.read_text().splitlines()
     lines[2] = line
     path.write_text("\n".join(lines))
-    with pytest.raises(DatasetError, match=r"^CUB_200_2011/images.txt: line 3: expected '<id> <path>'$"):
+    expected = r"^CUB_200_2011/images.txt: line 3: expected '<id> <path>'; fix the line, or set data.on_bad_row=skip"
+    with pytest.raises(DatasetError, match=expected):
         cub.read(cub_tree, config("cub", allow_subset=True))
 
 
 def test_an_image_without_a_class_is_named(cub_tree, config):
     path = cub_tree / "CUB_200_2011" / "image_class_labels.txt"
     path.write_text("\n".join(path.read_text().splitlines()[:-1]))
-    with pytest.raises(
-        DatasetError, match="image_class_labels.txt: no class for image 9 of CUB_200_2011/images.txt"
-    ):
+    expected = r"^CUB_200_2011/images.txt: line 9: image 9 has no class in CUB_200_2011/image_class_labels.txt; fix"
+    with pytest.raises(DatasetError, match=expected):
         cub.read(cub_tree, config("cub", allow_subset=True))
 
 

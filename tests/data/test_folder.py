@@ -145,3 +145,12 @@ def test_split_by_class_is_seeded_and_class_disjoint():
     first = folder.split_by_class(names, {"test_fraction": 0.3, "seed": 1})
     assert np.array_equal(first, folder.split_by_class(names, {"test_fraction": 0.3, "seed": 1}))
     assert len(set(names[~first])) == 3 and not set(names[first]) & set(names[~first])
+
+
+def test_manifest_rows_can_be_skipped_like_list_lines(folder_tree, config):
+    rows = [f"images/{name}/0.jpg,{name}" for name in ("ant", "bee", "cat", "dog", "eel", "fox")] * 20
+    root = _manifest(folder_tree, "path,label\n" + "\n".join(rows[:50] + ["images/ant/1.jpg"] + rows[50:]) + "\n")
+    with pytest.raises(DatasetError, match=r"^manifest.csv: line 52: expected 2 columns \(path,label\), got 1; fix"):
+        folder.read(root, config("csv"))
+    train, test = folder.read(root, config("csv", on_bad_row="skip"))
+    assert len(train) + len(test) == 120

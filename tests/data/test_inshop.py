@@ -39,7 +39,7 @@ def _edit(root, change):
         (
             lambda lines: [*lines[:4], lines[4].replace(" train", " val")],
             r"line 5: expected '<image_name> <item_id> "
-            r"train\|query\|gallery'$",
+            r"train\|query\|gallery'; fix the line",
         ),
         (lambda lines: [*lines[:4], lines[4].rsplit(" ", 1)[0]], r"line 5: expected '<image_name> <item_id>"),
         (lambda lines: lines[:-3], r"line 1 announces 11 images but the file lists 8; .*allow_subset"),

@@ -144,3 +144,96 @@ def test_every_path_reader_with_a_corrupt_jpeg(request, config, tmp_path, tree):
         scan.apply_bad_image_policy(test, "fail", cache_dir=tmp_path / "cache")
     kept, report = scan.apply_bad_image_policy(test, "skip", cache_dir=tmp_path / "cache")
     assert len(kept) == len(test) - 1 and report.skipped == 1
+
+
+# ------------------------------------------------------------------------------ bad rows (data.on_bad_row)
+
+
+def _list_file(root, lines: list[bytes], name="list.txt"):
+    (root / name).write_bytes(b"\n".join(lines) + b"\n")
+    return name
+
+
+def _rows(count: int, start: int = 1) -> list[bytes]:
+    return [f"{i} images/{i}.jpg".encode() for i in range(start, start + count)]
+
+
+def test_skip_leaves_bad_rows_out_and_records_them(tmp_path):
+    lines = _rows(150) + [b"151 too many fields", b"\xff\xfe 2.jpg"] + _rows(48, start=152)
+    name = _list_file(tmp_path, lines)
+    files = scan.DatasetFiles("toy", tmp_path, "get toy.zip", on_bad_row="skip")
+    with scan.recording_bad_rows() as reports:
+        rows = files.read_rows(name, expected="<id> <path>", types=(int, str))
+    assert len(rows) == 198 and rows[150] == (152, "images/152.jpg")
+    assert [report.to_dict() for report in reports] == [
+        {
+            "file": "list.txt",
+            "policy": "skip",
+            "rows": 200,
+            "skipped": 2,
+            "bad": [{"line": 151, "reason": "expected '<id> <path>'"}, {"line": 152, "reason": "not UTF-8 text"}],
+        }
+    ]
+    files.read_rows(name, expected="<id> <path>", types=(int, str))  # outside the block: nothing recorded
+    assert len(reports) == 1
+    with pytest.raises(DatasetError) as error:
+        scan.DatasetFiles("toy", tmp_path, "get toy.zip").read_rows(name, expected="<id> <path>", types=(int, str))
+    assert str(error.value) == (
+        "list.txt: line 151: expected '<id> <path>'; fix the line, or set data.on_bad_row=skip to leave such lines out"
+    )
+
+
+def test_more_than_one_percent_of_bad_rows_fails_even_with_skip(tmp_path):
+    files = scan.DatasetFiles("toy", tmp_path, "get toy.zip", on_bad_row="skip")
+    at_limit = _list_file(tmp_path, _rows(198) + [b"x"] * 2, "two.txt")  # 2 of 200: 1%, allowed
+    assert len(files.read_rows(at_limit, expected="<id> <path>", types=(int, str))) == 198
+    over = _list_file(tmp_path, [b"x y"] + _rows(197) + [b"x"] * 2, "three.txt")  # 3 of 200
+    with pytest.raises(DatasetError) as error:
+        files.read_rows(over, expected="<id> <path>", types=(int, str))
+    assert str(error.value) == (
+        "three.txt: 3 of 200 rows are malformed (more than 1%; e.g. line 1: expected '<id> <path>'); "
+        "the file is damaged or not the official one: get toy.zip"
+    )
+
+
+def test_lines_are_numbered_as_editors_number_them(tmp_path):
+    """Only \\n ends a line: form feeds, \\x85 or \\u2028 inside a line, a BOM, CRLF endings do not shift numbers."""
+    lines = ["\ufeff1 a.jpg", "2 b\x0cc.jpg", "3 c\x85.jpg", "4 d\u2028.jpg", "5 e.jpg", "six f.jpg"]
+    name = _list_file(tmp_path, [line.encode() + b"\r" for line in lines])
+    files = scan.DatasetFiles("toy", tmp_path, "get toy.zip", on_bad_row="skip")
+    with pytest.raises(DatasetError, match=r"^list.txt: 4 of 6 rows are malformed \(more than 1%; e.g. line 2: "):
+        files.read_rows(name, expected="<id> <path>", types=(int, str))
+    with scan.recording_bad_rows() as reports, pytest.raises(DatasetError):
+        files.read_rows(name, expected="<id> <path>", types=(int, str))
+    assert reports == []  # a file that fails records nothing
+    with pytest.raises(DatasetError, match=r"^list.txt: line 6: expected '<id> <path>'"):
+        scan.DatasetFiles("toy", tmp_path, "").read_rows(
+            _list_file(tmp_path, [b"\xef\xbb\xbf1 a.jpg", b"2 b.jpg\r", b"", b"3 c.jpg", b"  ", b"six f.jpg"]),
+            expected="<id> <path>", types=(int, str),
+        )
+
+
+def test_the_count_line_counts_skipped_rows_and_the_policy_is_checked(tmp_path):
+    name = _list_file(tmp_path, [b"201", b"id path"] + _rows(200) + [b"201"])
+    files = scan.DatasetFiles("toy", tmp_path, "", on_bad_row="skip")
+    rows = files.read_rows(name, expected="<id> <path>", types=(int, str), header="id path", count_line=True)
+    assert len(rows) == 200
+    with pytest.raises(DatasetError, match=r"^list.txt: line 1: expected the number of images$"):
+        files.read_rows(_list_file(tmp_path, [b"\xc2\xb2"] + _rows(3)), expected="", types=(int, str), count_line=True)
+    with pytest.raises(DatasetError, match="^data.on_bad_row: expected 'fail' or 'skip', got 'ignore'$"):
+        scan.DatasetFiles("toy", tmp_path, "", on_bad_row="ignore")
+
+
+def test_a_row_check_reports_rows_that_parse_but_cannot_be_used(tmp_path):
+    name = _list_file(tmp_path, _rows(3))
+    files = scan.DatasetFiles("toy", tmp_path, "")
+    with pytest.raises(DatasetError, match=r"^list.txt: line 2: id 2 is unknown; fix the line"):
+        files.read_rows(
+            name, expected="", types=(int, str), check=lambda row: f"id {row[0]} is unknown" if row[0] == 2 else None
+        )
+
+
+def test_a_listed_path_with_a_nul_byte_is_missing_not_a_crash(tmp_path):
+    """os.listdir raises ValueError (not OSError) for a NUL in the folder name; such a file cannot exist."""
+    paths = [f"{tmp_path}/a\x00b/c.jpg", f"{tmp_path}/d\x00.jpg"]
+    assert scan.find_missing(paths) == paths

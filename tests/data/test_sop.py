@@ -37,7 +37,7 @@ def test_a_wrong_column_count_is_named(sop_tree, config):
     path.write_text(path.read_text().replace("1 1 1 bicycle_final", "1 1 bicycle_final"))
     expected = (
         r"^Stanford_Online_Products/Ebay_train.txt: line 2: expected "
-        r"'<image_id> <class_id> <super_class_id> <path>'$"
+        r"'<image_id> <class_id> <super_class_id> <path>'; fix the line"
     )
     with pytest.raises(DatasetError, match=expected):
         sop.read(sop_tree, config("sop", allow_subset=True))

@@ -39,7 +39,7 @@ def test_a_wrong_column_count_is_named(vehicleid_tree, config):
     path = vehicleid_tree / "VehicleID_V1.0" / "train_test_split" / "train_list.txt"
     path.write_text(path.read_text().replace("0002001 2", "0002001 2 blue"))
     expected = (
-        r"^VehicleID_V1.0/train_test_split/train_list.txt: line 4: expected " r"'<image_name> <vehicle_id>'$"
+        r"^VehicleID_V1.0/train_test_split/train_list.txt: line 4: expected '<image_name> <vehicle_id>'; fix the line"
     )
     with pytest.raises(DatasetError, match=expected):
         vehicleid.read(vehicleid_tree, config("vehicleid", allow_subset=True))

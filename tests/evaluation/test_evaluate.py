@@ -234,3 +234,15 @@ def test_evaluate_files_loads_npy_and_names_the_file(tmp_path, clustered):
     np.save(tmp_path / "short.npy", labels[:-1])
     with pytest.raises(EvaluationError, match=rf"^{tmp_path / 'short.npy'}: {len(x) - 1} entries, but the embeddings"):
         evaluate_files(tmp_path / "E.npy", tmp_path / "short.npy")
+
+
+def test_a_query_outside_the_gallery_may_retrieve_every_gallery_row():
+    """Overlapping masks: row 0 queries a gallery of rows 1, 2 (both its class, R = 2 = the gallery size)
+    while rows 1, 2 query each other (R = 1). The search once capped k at gallery - 1 for every query as soon
+    as one query was a gallery row, and raised."""
+    x = np.array([[1.0], [2.0], [3.0], [0.0]], dtype=np.float32)
+    labels = np.array([0, 0, 0, 1])
+    gallery = np.array([False, True, True, False])
+    found = evaluate(x, labels, query=np.ones(4, dtype=bool), gallery=gallery, recall_at=(1, 2), metrics=RETRIEVAL)
+    assert found == {"recall@1": 1.0, "recall@2": 1.0, "precision@1": 1.0, "r_precision": 1.0, "map@r": 1.0,
+                     "num_queries": 3, "num_queries_excluded": 1}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from unseen.config import DataConfig
 from unseen.data.base import Splits, Table, split_by_groups, split_validation, table_from_labels
-from unseen.data.scan import apply_bad_image_policy
+from unseen.data.scan import apply_bad_image_policy, recording_bad_rows
 from unseen.errors import ConfigError
 from unseen.registry import Registry
 
@@ -39,8 +39,9 @@ def build_splits(config: DataConfig, progress: bool = False) -> Splits:
     """Train on the seen classes minus a seeded, class-disjoint validation slice; test on the unseen classes.
 
     Image files are checked before anything trains (`data.on_bad_image`: fail with the list, or skip and
-    report them in `Splits.bad_images`)."""
-    seen, unseen = read_dataset(config)
+    report them in `Splits.bad_images`); so are the lines of list files (`data.on_bad_row`, `Splits.bad_rows`)."""
+    with recording_bad_rows() as bad_rows:
+        seen, unseen = read_dataset(config)
     seen, seen_report = apply_bad_image_policy(seen, config.on_bad_image, progress=progress)
     unseen, unseen_report = apply_bad_image_policy(unseen, config.on_bad_image, progress=progress)
     if config.val_groups:
@@ -57,7 +58,8 @@ def build_splits(config: DataConfig, progress: bool = False) -> Splits:
         "checkpoint selection on validation only"
     )
     return Splits(train=train, val=val, test=unseen, dataset=config.name, protocol=protocol,
-                  bad_images=[r.to_dict() for r in (seen_report, unseen_report) if r.checked])
+                  bad_images=[r.to_dict() for r in (seen_report, unseen_report) if r.checked],
+                  bad_rows=[r.to_dict() for r in bad_rows])
 
 
 __all__ = ["READERS", "Splits", "Table", "build_splits", "data_root", "read_dataset", "table_from_labels"]

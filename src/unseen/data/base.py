@@ -128,7 +128,9 @@ def table_from_labels(
 
 @dataclass(frozen=True)
 class Splits:
-    """The three tables of a run. `val` holds training classes held out for model selection."""
+    """The three tables of a run. `val` holds training classes held out for model selection. `bad_images` and
+    `bad_rows` are the reports of the image scan and of the list files' malformed lines (`to_dict()` of
+    `BadImageReport` / `BadRowReport` in data/scan.py)."""
 
     train: Table
     val: Table
@@ -136,13 +138,20 @@ class Splits:
     dataset: str
     protocol: str
     bad_images: list[dict] = field(default_factory=list)
+    bad_rows: list[dict] = field(default_factory=list)
 
     def describe(self) -> dict[str, object]:
-        """Counts and protocol, as written to metrics.json."""
+        """Counts and protocol, as written to metrics.json; skipped list-file lines with their file and line
+        numbers (the skipped images are listed in bad_images.json)."""
         return {
             "dataset": self.dataset,
             "protocol": self.protocol,
             "bad_images_skipped": sum(report["skipped"] for report in self.bad_images),
+            "bad_rows_skipped": sum(report["skipped"] for report in self.bad_rows),
+            "bad_rows": [
+                {"file": report["file"], "skipped": report["skipped"], "lines": [bad["line"] for bad in report["bad"]]}
+                for report in self.bad_rows
+            ],
             **{
                 f"{t.name}": {"images": len(t), "classes": t.num_classes}
                 for t in (self.train, self.val, self.test)

@@ -2,10 +2,11 @@
 1–98 train (8,054 images), 99–196 test (8,131 images), leave-one-out retrieval. The split is by class; the
 `test` flag of `cars_annos.mat` (a classification split) is ignored.
 
-Reads `cars196/cars_annos.mat` (struct array `annotations` with `relative_im_path`, `class`, `test`; and
-`class_names`) with the images in `cars196/car_ims/`; else the class-folder layout `cars196/images/<class>/`,
-where a folder name that starts with a number is the class id and otherwise classes are numbered in
-sorted name order (as the MIC / Sharing Matters code does).
+Reads `cars_annos.mat` (struct array `annotations` with `relative_im_path`, `class`, `test`; and
+`class_names`) with the images in `car_ims/` (as `car_ims.tgz` extracts) beside it, in the data root or in
+`cars196/` under it; else the class-folder layout `cars196/images/<class>/`, where a folder name that starts
+with a number is the class id and otherwise classes are numbered in sorted name order (as the MIC / Sharing
+Matters code does).
 """
 
 from __future__ import annotations
@@ -19,11 +20,20 @@ import scipy.io
 
 from unseen.data.base import Table
 from unseen.data.folder import list_class_folders
+from unseen.data.layouts import ROOT, Layout, locate
 from unseen.data.scan import DatasetFiles, reader_options
 from unseen.errors import DatasetError
 
 FOLDER = "cars196"
-SOURCE = f"put cars_annos.mat and the car_ims/ folder of car_ims.tgz (Stanford Cars, 2013) in {FOLDER}/"
+SOURCE = (
+    "get car_ims.tgz and cars_annos.mat (Stanford Cars, 2013), extract car_ims.tgz and put cars_annos.mat "
+    f"beside the car_ims/ folder, in the data root or in {FOLDER}/ under it"
+)
+LAYOUTS = (
+    Layout("car_ims.tgz extracted beside cars_annos.mat", {"annotations": "cars_annos.mat", "images": "car_ims/"},
+           (FOLDER, ROOT)),
+    Layout("one folder of images per class", {"classes": "images/"}, (FOLDER,)),
+)
 COUNTS = {"train": (8_054, 98), "test": (8_131, 98)}
 TRAIN_CLASSES = 98
 FIELDS = ("relative_im_path", "class")
@@ -32,20 +42,15 @@ FIELDS = ("relative_im_path", "class")
 def read(root: Path, config: Any) -> tuple[Table, Table]:
     """(train: classes 1–98, test: classes 99–196), as image paths."""
     reader_options(config, "cars", ())
-    files = DatasetFiles("cars", Path(root), SOURCE, config.allow_subset)
-    folder = files.root / FOLDER
-    if (folder / "cars_annos.mat").is_file():
-        paths, class_ids, names = _read_annotations(folder / "cars_annos.mat", files)
-        listed_in = f"{FOLDER}/cars_annos.mat"
-    elif (folder / "images").is_dir():
-        paths, names = list_class_folders(folder / "images", files)
-        class_ids = _class_ids(names)
-        listed_in = f"{FOLDER}/images/"
+    files = DatasetFiles.of("cars", root, SOURCE, config)
+    found = locate(files, LAYOUTS)
+    if "annotations" in found.layout.files:
+        paths, class_ids, names = _read_annotations(found.path("annotations"), files)
+        listed_in = files.show(found.path("annotations"))
     else:
-        raise DatasetError(
-            f"cars: neither {FOLDER}/cars_annos.mat nor {FOLDER}/images/<class>/ under {files.root}; "
-            f"{SOURCE}, or set --data-root / UNSEEN_DATA"
-        )
+        paths, names = list_class_folders(found.path("classes"), files)
+        class_ids = _class_ids(names)
+        listed_in = files.show(found.path("classes")) + "/"
     in_train = np.asarray(class_ids) <= TRAIN_CLASSES
     return files.build(paths, names, in_train, listed_in=listed_in, counts=COUNTS)
 
@@ -55,8 +60,8 @@ def _read_annotations(path: Path, files: DatasetFiles) -> tuple[list[str], list[
     shown = files.show(path)
     try:
         mat = scipy.io.loadmat(path, squeeze_me=True)
-    except (OSError, ValueError, TypeError, NotImplementedError, scipy.io.matlab.MatReadError) as error:
-        raise DatasetError(f"{shown}: cannot read ({error})") from None
+    except Exception as error:  # scipy signals a damaged file with many exception types (IndexError, ...)
+        raise DatasetError(f"{shown}: cannot read ({type(error).__name__}: {error})") from None
     annotations = np.atleast_1d(mat.get("annotations", np.array([])))
     if annotations.dtype.names is None or not set(FIELDS) <= set(annotations.dtype.names):
         raise DatasetError(f"{shown}: expected a struct array 'annotations' with fields {', '.join(FIELDS)}")

@@ -10,12 +10,12 @@ import http.client
 import logging
 import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from urllib.request import urlopen
 
 from unseen.errors import DatasetError
+from unseen.files import atomic_write
 
 OFFLINE_VARIABLES = ("UNSEEN_OFFLINE", "HF_HUB_OFFLINE")
 
@@ -29,27 +29,23 @@ def offline() -> bool:
 
 
 def fetch(url: str, dest: Path, *, timeout: float = 60.0) -> Path:
-    """Download `url` to `dest` atomically (temp file + rename) after checking its length and, for a .zip,
+    """Download `url` to `dest` atomically (`files.atomic_write`) after checking its length and, for a .zip,
     every member's CRC. Any failure is one DatasetError line and leaves nothing at `dest`."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     log.info("downloading %s to %s", url, dest)
     try:
-        with os.fdopen(handle, "wb") as out, urlopen(url, timeout=timeout) as response:
-            announced = response.headers.get("Content-Length")
-            shutil.copyfileobj(response, out, 1 << 20)
-        size = os.path.getsize(temporary)
-        if announced is not None and size != int(announced):
-            raise DatasetError(f"download of {url} failed: got {size} of {int(announced)} bytes")
-        if dest.suffix == ".zip":
-            _check_zip(Path(temporary), url)
-        os.replace(temporary, dest)
+        with atomic_write(dest) as out:
+            with urlopen(url, timeout=timeout) as response:
+                announced = response.headers.get("Content-Length")
+                shutil.copyfileobj(response, out, 1 << 20)
+            out.flush()
+            size = os.path.getsize(out.name)
+            if announced is not None and size != int(announced):
+                raise DatasetError(f"download of {url} failed: got {size} of {int(announced)} bytes")
+            if dest.suffix == ".zip":
+                _check_zip(Path(out.name), url)
     except (OSError, http.client.HTTPException, ValueError) as error:
         raise DatasetError(f"download of {url} failed: {error}") from None
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return dest
 
 

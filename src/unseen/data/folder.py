@@ -83,7 +83,7 @@ def split_by_class(class_names: Sequence[str], options: dict[str, Any]) -> np.nd
 
 def _read_folders(root: Path, config: Any) -> tuple[Table, Table]:
     options = reader_options(config, "folder", ("dir", "train_dir", "test_dir", *SPLIT_OPTIONS))
-    files = DatasetFiles("folder", root, "check data.options and the folders", config.allow_subset)
+    files = DatasetFiles.of("folder", root, "check data.options and the folders", config)
     if "train_dir" in options or "test_dir" in options:
         if not {"train_dir", "test_dir"} <= set(options) or {"dir", *SPLIT_OPTIONS} & set(options):
             raise DatasetError("data.options: give train_dir and test_dir, or dir (with test_fraction, seed)")
@@ -103,7 +103,7 @@ def _read_folders(root: Path, config: Any) -> tuple[Table, Table]:
 def _read_manifest(root: Path, config: Any) -> tuple[Table, Table]:
     options = reader_options(config, config.name, ("manifest", *SPLIT_OPTIONS))
     manifest = root / options.get("manifest", "manifest.csv")
-    files = DatasetFiles(config.name, root, f"fix {manifest.name}", config.allow_subset)
+    files = DatasetFiles.of(config.name, root, f"fix {manifest.name}", config)
     shown = files.show(files.require(manifest))
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as handle:
@@ -115,17 +115,17 @@ def _read_manifest(root: Path, config: Any) -> tuple[Table, Table]:
         raise DatasetError(f"{shown}: cannot read ({error})") from None
     if not rows:
         raise DatasetError(f"{shown}: no rows after the header")
-    columns = {name: [] for name in header}
+    columns: dict[str, list] = {name: [] for name in header}
+    bad = files.bad_rows(shown)
     for number, row in rows:
-        if len(row) != len(header):
-            raise DatasetError(
-                f"{shown}: line {number}: expected {len(header)} columns ({','.join(header)}), got {len(row)}"
-            )
-        values = dict(zip(header, (field.strip() for field in row), strict=True))
-        if not values["path"] or not values["label"]:
-            raise DatasetError(f"{shown}: line {number}: expected a path and a label")
+        try:
+            values = _parse_row(header, row)
+        except ValueError as error:
+            bad.add(number, str(error))
+            continue
         for name, value in values.items():
-            columns[name].append(_parse(name, value, shown, number))
+            columns[name].append(value)
+    bad.finish(len(columns["path"]))
     paths = [str(manifest.parent / path) for path in columns["path"]]
     if "split" in header:
         if set(SPLIT_OPTIONS) & set(options):
@@ -145,14 +145,21 @@ def _check_header(header: list[str], shown: str) -> None:
         raise DatasetError(f"{shown}: line 1: expected the header '{expected}', got '{','.join(header)}'")
 
 
-def _parse(column: str, value: str, shown: str, number: int) -> str | bool:
-    """A manifest cell: split is train/test, is_query/is_gallery are booleans (empty = true)."""
-    if column == "split":
-        if value.lower() not in ("train", "test"):
-            raise DatasetError(f"{shown}: line {number}: split must be train or test, got '{value}'")
-        return value.lower()
-    if column in ("is_query", "is_gallery"):
-        if value.lower() not in TRUE + FALSE:
-            raise DatasetError(f"{shown}: line {number}: {column} must be 1/0 or true/false, got '{value}'")
-        return value.lower() in TRUE
-    return value
+def _parse_row(header: list[str], row: list[str]) -> dict[str, str | bool]:
+    """A manifest row as {column: value}: split is train/test, is_query/is_gallery are booleans (empty =
+    true). A ValueError says what is wrong with it."""
+    if len(row) != len(header):
+        raise ValueError(f"expected {len(header)} columns ({','.join(header)}), got {len(row)}")
+    values: dict[str, str | bool] = dict(zip(header, (field.strip() for field in row), strict=True))
+    if not values["path"] or not values["label"]:
+        raise ValueError("expected a path and a label")
+    for column, value in values.items():
+        if column == "split":
+            if value.lower() not in ("train", "test"):
+                raise ValueError(f"split must be train or test, got '{value}'")
+            values[column] = value.lower()
+        elif column in ("is_query", "is_gallery"):
+            if value.lower() not in TRUE + FALSE:
+                raise ValueError(f"{column} must be 1/0 or true/false, got '{value}'")
+            values[column] = value.lower() in TRUE
+    return values

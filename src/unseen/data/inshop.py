@@ -2,9 +2,12 @@
 Zero-shot split as published: train 25,882 images of 3,997 items; test 3,985 other items, retrieved
 query -> gallery: 14,218 query and 12,612 gallery images (the test table carries is_query / is_gallery).
 
-Reads `inshop/list_eval_partition.txt` (line 1: the number of images; line 2: the header `image_name item_id
+Reads `list_eval_partition.txt` (line 1: the number of images; line 2: the header `image_name item_id
 evaluation_status`; then one image per line, columns separated by runs of spaces) and the images it names
-(`img/...`) under `inshop/`. Class names are the item ids (`id_00000001`).
+(`img/...`, relative to the folder that holds `img/`). Accepted: the benchmark's own folder (`Eval/` with the
+list, `Img/img/` from extracting `Img/img.zip` in place), `img.zip` extracted beside `Eval/`, or the list
+beside `img/`; in the data root, in `In-shop Clothes Retrieval Benchmark/` or in `inshop/` under it.
+Class names are the item ids (`id_00000001`).
 """
 
 from __future__ import annotations
@@ -15,12 +18,20 @@ from typing import Any
 import numpy as np
 
 from unseen.data.base import Table
+from unseen.data.layouts import ROOT, Layout, locate
 from unseen.data.scan import DatasetFiles, reader_options
 
-FOLDER = "inshop"
+BENCHMARK = "In-shop Clothes Retrieval Benchmark"
+FOLDERS = (BENCHMARK, "inshop", ROOT)
 SOURCE = (
-    f"put Eval/list_eval_partition.txt and the img/ folder of img.zip (DeepFashion In-shop Clothes Retrieval "
-    f"Benchmark) in {FOLDER}/"
+    f"get Img/img.zip and Eval/list_eval_partition.txt of the DeepFashion {BENCHMARK}, extract img.zip "
+    "where it is (Img/img/) or beside Eval/ (img/)"
+)
+LIST = "list_eval_partition.txt"
+LAYOUTS = (
+    Layout("Img/img.zip extracted in place", {"list": f"Eval/{LIST}", "images": "Img/img/"}, FOLDERS),
+    Layout("img.zip extracted beside Eval/", {"list": f"Eval/{LIST}", "images": "img/"}, FOLDERS),
+    Layout("the list beside img/", {"list": LIST, "images": "img/"}, FOLDERS),
 )
 COUNTS = {"train": (25_882, 3_997), "test": (26_830, 3_985)}
 QUERY_IMAGES, GALLERY_IMAGES = 14_218, 12_612
@@ -30,17 +41,19 @@ STATUSES = ("train", "query", "gallery")
 def read(root: Path, config: Any) -> tuple[Table, Table]:
     """(train, test with is_query / is_gallery), as image paths."""
     reader_options(config, "inshop", ())
-    files = DatasetFiles("inshop", Path(root), SOURCE, config.allow_subset)
+    files = DatasetFiles.of("inshop", root, SOURCE, config)
+    found = locate(files, LAYOUTS)
     rows = files.read_rows(
-        f"{FOLDER}/list_eval_partition.txt", expected="<image_name> <item_id> train|query|gallery",
+        found.path("list"), expected="<image_name> <item_id> train|query|gallery",
         types=(str, str, _status), header="image_name item_id evaluation_status", count_line=True,
     )
     status = np.array([row[2] for row in rows])
+    images = found.path("images").parent  # the list names images as img/...
     train, test = files.build(
-        [str(files.root / FOLDER / image) for image, _, _ in rows],
+        [str(images / image) for image, _, _ in rows],
         [item for _, item, _ in rows],
         status == "train",
-        listed_in=f"{FOLDER}/list_eval_partition.txt",
+        listed_in=files.show(found.path("list")),
         counts=COUNTS,
         is_query=status == "query",
         is_gallery=status == "gallery",

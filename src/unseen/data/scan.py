@@ -2,7 +2,8 @@
 
 Two parts:
 - `DatasetFiles`, what every reader uses to parse its list files, find listed images that are missing and
-  check the canonical counts, each failure one line naming the file and what was expected;
+  check the canonical counts, each failure one line naming the file and what was expected; a malformed line
+  of a list file fails, or is left out and reported (`data.on_bad_row`), see `BadRowReport`;
 - `scan_images` / `apply_bad_image_policy`: a fast, cached check that each image decodes (missing, empty,
   corrupt or truncated files), then fail with the list of bad files or skip them (`data.on_bad_image`).
 """
@@ -13,8 +14,9 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,13 @@ from PIL import Image, UnidentifiedImageError
 
 from unseen.data.base import Table, table_from_labels
 from unseen.errors import DatasetError
+from unseen.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 SUBSET_HINT = "or set data.allow_subset=true to use the data as it is"
+POLICIES = ("fail", "skip")
+MAX_BAD_ROW_FRACTION = 0.01  # with on_bad_row=skip, a file with more bad rows than this is damaged, not dirty
 
 
 def reader_options(config: Any, dataset: str, known: Iterable[str]) -> dict[str, Any]:
@@ -43,12 +48,23 @@ def reader_options(config: Any, dataset: str, known: Iterable[str]) -> dict[str,
 @dataclass(frozen=True)
 class DatasetFiles:
     """A reader's view of its files: the data root, what to tell people when files are missing or incomplete
-    (`source`, e.g. "extract CUB_200_2011.tgz (https://...) into the data root"), and `allow_subset`."""
+    (`source`, e.g. "extract CUB_200_2011.tgz (https://...) into the data root"), `allow_subset`, and what a
+    malformed line of a list file does (`on_bad_row`: fail, or skip it and report it)."""
 
     dataset: str
     root: Path
     source: str
     allow_subset: bool = False
+    on_bad_row: str = "fail"
+
+    def __post_init__(self) -> None:
+        if self.on_bad_row not in POLICIES:
+            raise DatasetError(f"data.on_bad_row: expected 'fail' or 'skip', got {self.on_bad_row!r}")
+
+    @classmethod
+    def of(cls, dataset: str, root: Path, source: str, config: Any) -> DatasetFiles:
+        """The files of `dataset` under `root`, with the policies of the run's data config."""
+        return cls(dataset, Path(root), source, config.allow_subset, config.on_bad_row)
 
     def show(self, path: str | Path) -> str:
         """`path` relative to the data root when it is inside it (as error messages print it)."""
@@ -73,41 +89,61 @@ class DatasetFiles:
         types: Sequence[Callable[[str], Any]],
         header: str | None = None,
         count_line: bool = False,
+        check: Callable[[tuple[Any, ...]], str | None] | None = None,
     ) -> list[tuple[Any, ...]]:
-        """The whitespace-separated rows of a list file, each converted by `types`. `count_line`: line 1 holds
-        the number of rows; `header`: the next line must be this header. Blank lines are ignored."""
+        """The whitespace-separated rows of a list file, each converted by `types` (a ValueError: malformed).
+        `count_line`: line 1 holds the number of rows; `header`: the next line must be this header; `check`:
+        why a well-formed row cannot be used, or None. Blank lines are ignored; lines are numbered as editors
+        number them (split at \\n only), each decoded on its own, so one bad byte spoils one line, not the file.
+        A bad row fails or is skipped and reported (`on_bad_row`, see `BadRows`)."""
         path = self.require(relative)
         shown = self.show(path)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as error:
+            raw = path.read_bytes().split(b"\n")
+        except OSError as error:
             raise DatasetError(f"{shown}: cannot read ({error})") from None
+        lines = [_decode(line, first=number == 0) for number, line in enumerate(raw)]
         start, announced = 0, None
         if count_line:
-            if not lines or not lines[0].strip().isdigit():
+            if lines[0] is None or not lines[0].strip().isdecimal():
                 raise DatasetError(f"{shown}: line 1: expected the number of images")
             start, announced = 1, int(lines[0])
         if header is not None:
-            if len(lines) <= start or lines[start].split() != header.split():
+            if len(lines) <= start or lines[start] is None or lines[start].split() != header.split():
                 raise DatasetError(f"{shown}: line {start + 1}: expected the header '{header}'")
             start += 1
-        rows = []
+        rows, bad = [], self.bad_rows(shown)
         for number, line in enumerate(lines[start:], start + 1):
+            if line is None:
+                bad.add(number, "not UTF-8 text")
+                continue
             fields = line.split()
             if not fields:
                 continue
             try:
                 if len(fields) != len(types):
                     raise ValueError
-                rows.append(tuple(convert(field) for convert, field in zip(types, fields, strict=True)))
+                row = tuple(convert(field) for convert, field in zip(types, fields, strict=True))
             except ValueError:
-                raise DatasetError(f"{shown}: line {number}: expected '{expected}'") from None
-        if announced is not None and announced != len(rows) and not self.allow_subset:
+                bad.add(number, f"expected '{expected}'")
+                continue
+            reason = check(row) if check is not None else None
+            if reason is not None:
+                bad.add(number, reason)
+                continue
+            rows.append(row)
+        bad.finish(len(rows))
+        listed = len(rows) + len(bad.lines)
+        if announced is not None and announced != listed and not self.allow_subset:
             raise DatasetError(
-                f"{shown}: line 1 announces {announced:,} images but the file lists {len(rows):,}; "
+                f"{shown}: line 1 announces {announced:,} images but the file lists {listed:,}; "
                 f"{self.source}, {SUBSET_HINT}"
             )
         return rows
+
+    def bad_rows(self, shown: str) -> BadRows:
+        """A record of the bad rows of the file `shown`, under this reader's `on_bad_row` policy."""
+        return BadRows(shown, self.on_bad_row, self.source)
 
     def present(self, paths: Sequence[str], listed_in: str) -> np.ndarray:
         """Mask of the `paths` that exist. Missing ones are an error naming them, unless `allow_subset`."""
@@ -172,6 +208,97 @@ class DatasetFiles:
         return tables[0], tables[1]
 
 
+@dataclass(frozen=True)
+class BadRow:
+    """A line of a list file that cannot be used, and why (`expected '<id> <path>'`, `not UTF-8 text`, ...)."""
+
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class BadRowReport:
+    """The bad lines of one list file and what the policy did; `to_dict()` goes into the run's split summary."""
+
+    file: str
+    policy: str
+    rows: int
+    bad: tuple[BadRow, ...] = ()
+
+    @property
+    def skipped(self) -> int:
+        return len(self.bad) if self.policy == "skip" else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "policy": self.policy,
+            "rows": self.rows,
+            "skipped": self.skipped,
+            "bad": [{"line": bad.line, "reason": bad.reason} for bad in self.bad],
+        }
+
+
+_RECORDED: ContextVar[list[BadRowReport] | None] = ContextVar("unseen_bad_rows", default=None)
+
+
+@contextmanager
+def recording_bad_rows() -> Iterator[list[BadRowReport]]:
+    """Collect the `BadRowReport` of every file that had rows skipped while the block runs (readers return
+    tables only; this is how `build_splits` gets their reports without changing what a reader returns)."""
+    reports: list[BadRowReport] = []
+    token = _RECORDED.set(reports)
+    try:
+        yield reports
+    finally:
+        _RECORDED.reset(token)
+
+
+class BadRows:
+    """The bad rows of one file as a parser finds them. "fail": the first one is an error naming its line;
+    "skip": they are left out, and `finish` refuses a file where more than 1% of the rows are bad (a damaged
+    or foreign file, not a dirty one), else logs and records the report (see `recording_bad_rows`)."""
+
+    def __init__(self, shown: str, policy: str, source: str) -> None:
+        self.shown, self.policy, self.source = shown, policy, source
+        self.lines: list[BadRow] = []
+
+    def add(self, line: int, reason: str) -> None:
+        if self.policy == "fail":
+            raise DatasetError(
+                f"{self.shown}: line {line}: {reason}; fix the line, or set data.on_bad_row=skip to leave such "
+                "lines out"
+            )
+        self.lines.append(BadRow(line, reason))
+
+    def finish(self, good: int) -> None:
+        """Called once the file is parsed, with the number of `good` rows."""
+        if not self.lines:
+            return
+        rows = good + len(self.lines)
+        first = self.lines[0]
+        if len(self.lines) > MAX_BAD_ROW_FRACTION * rows:
+            raise DatasetError(
+                f"{self.shown}: {len(self.lines):,} of {rows:,} rows are malformed (more than "
+                f"{MAX_BAD_ROW_FRACTION:.0%}; e.g. line {first.line}: {first.reason}); the file is damaged or "
+                f"not the official one: {self.source}"
+            )
+        report = BadRowReport(self.shown, self.policy, rows, tuple(self.lines))
+        numbers = ", ".join(str(bad.line) for bad in self.lines[:10]) + (", ..." if len(self.lines) > 10 else "")
+        log.warning("%s: skipping %d malformed lines (%s; data.on_bad_row=skip)", self.shown, len(self.lines), numbers)
+        recorded = _RECORDED.get()
+        if recorded is not None:
+            recorded.append(report)
+
+
+def _decode(line: bytes, first: bool) -> str | None:
+    """One line as text (a byte-order mark dropped from the first, a trailing \\r from any); None if not UTF-8."""
+    try:
+        return line.decode("utf-8-sig" if first else "utf-8").removesuffix("\r")
+    except UnicodeDecodeError:
+        return None
+
+
 def find_missing(paths: Iterable[str]) -> list[str]:
     """The paths that do not exist, listing each directory once instead of one stat per file."""
     listings: dict[str, set[str]] = {}
@@ -181,7 +308,7 @@ def find_missing(paths: Iterable[str]) -> list[str]:
         if directory not in listings:
             try:
                 listings[directory] = set(os.listdir(directory or "."))
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a NUL byte in a listed path
                 listings[directory] = set()
         if name not in listings[directory] and not os.path.isfile(path):
             missing.append(path)
@@ -336,17 +463,11 @@ class _ScanCache:
     def save(self) -> None:
         if not self.changed:
             return
-        temporary = None
         try:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=".scan.", dir=self.file.parent)
-            with os.fdopen(handle, "w") as out:
+            with atomic_write(self.file, "w") as out:
                 json.dump({"version": 1, "files": self.entries}, out)
-            os.replace(temporary, self.file)
-        except OSError as error:
+        except OSError as error:  # a cache: not written is only slower next time
             log.debug("image scan cache not written to %s: %s", self.file, error)
-            if temporary is not None and os.path.exists(temporary):
-                os.unlink(temporary)
 
 
 def _default_cache_dir() -> Path:

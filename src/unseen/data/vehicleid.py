@@ -3,10 +3,11 @@
 `test_list_1600.txt`, `test_list_2400.txt` (800 / 1,600 / 2,400 other vehicles: the small / medium / large
 test sets) for testing, chosen by `options.test_list` (default `test_list_2400`).
 
-Reads `VehicleID_V1.0/train_test_split/<list>.txt` (`<image_name> <vehicle_id>` per line) and the images
-`VehicleID_V1.0/image/<image_name>.jpg`. Vehicle counts are asserted; image counts are not (published
-numbers differ from the lists). The test table is plain leave-one-out; the standard VehicleID protocol
-(per identity one random gallery image, the rest queries) belongs to the evaluation engine.
+Reads `train_test_split/<list>.txt` (`<image_name> <vehicle_id>` per line) and the images
+`image/<image_name>.jpg` of the `VehicleID_V1.0/` folder, the data root being that folder or its parent.
+Vehicle counts are asserted; image counts are not (published numbers differ from the lists). The test table
+is plain leave-one-out; the standard VehicleID protocol (per identity one random gallery image, the rest
+queries) belongs to the evaluation engine.
 """
 
 from __future__ import annotations
@@ -16,11 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from unseen.data.base import Table
+from unseen.data.layouts import ROOT, Layout, locate
 from unseen.data.scan import DatasetFiles, reader_options
 from unseen.errors import DatasetError
 
 FOLDER = "VehicleID_V1.0"
-SOURCE = "extract VehicleID_V1.0 (https://www.pkuml.org/resources/pku-vehicleid.html) into the data root"
+SOURCE = (
+    "get the VehicleID_V1.0 archive (https://www.pkuml.org/resources/pku-vehicleid.html) and extract it into "
+    "the data root"
+)
+LAYOUTS = (
+    Layout("as the VehicleID_V1.0 archive extracts",
+           {"lists": "train_test_split/", "images": "image/"}, (FOLDER, ROOT)),
+)
 TRAIN_VEHICLES = 13_164
 DEFAULT_TEST_LIST = "test_list_2400"
 
@@ -33,16 +42,16 @@ def read(root: Path, config: Any) -> tuple[Table, Table]:
     if match is None:
         expected = "test_list_800, test_list_1600 or test_list_2400"
         raise DatasetError(f"data.options.test_list: expected {expected}, got '{test_list}'")
-    files = DatasetFiles("vehicleid", Path(root), SOURCE, config.allow_subset)
+    files = DatasetFiles.of("vehicleid", root, SOURCE, config)
+    found = locate(files, LAYOUTS)
     paths, names, in_train = [], [], []
     for list_name in ("train_list", test_list):
-        list_file = f"{FOLDER}/train_test_split/{list_name}.txt"
-        rows = files.read_rows(list_file, expected="<image_name> <vehicle_id>", types=(str, int))
-        paths += [str(files.root / FOLDER / "image" / f"{image}.jpg") for image, _ in rows]
+        rows = files.read_rows(
+            found.path("lists") / f"{list_name}.txt", expected="<image_name> <vehicle_id>", types=(str, int)
+        )
+        paths += [str(found.path("images") / f"{image}.jpg") for image, _ in rows]
         names += [f"{vehicle:05d}" for _, vehicle in rows]
         in_train += [list_name == "train_list"] * len(rows)
     counts = {"train": (None, TRAIN_VEHICLES), "test": (None, int(match.group(1)))}
-    return files.build(
-        paths, names, in_train, listed_in=f"{FOLDER}/train_test_split/train_list.txt and {test_list}.txt",
-        counts=counts,
-    )
+    listed_in = f"{files.show(found.path('lists') / 'train_list.txt')} and {test_list}.txt"
+    return files.build(paths, names, in_train, listed_in=listed_in, counts=counts)

@@ -1,4 +1,5 @@
-"""`evaluate`: the test metrics of a set of embeddings, under leave-one-out, query -> gallery or VehicleID.
+"""`evaluate`: the test metrics of a set of embeddings, under leave-one-out, query -> gallery or VehicleID;
+`evaluation_notes`: what the labels and split make trivial or undefined, and the rules that decide the rest.
 
 Similarity is the inner product of the given vectors (cosine when they are L2-normalized, as the models'
 outputs are); nothing is normalized unless `normalize=True`. Formulas, exclusion and tie rules:
@@ -15,6 +16,7 @@ import torch
 
 from unseen.evaluation.catalog import CLUSTERING_METRICS, RETRIEVAL_METRICS
 from unseen.evaluation.clustering import FAISS_SEED, kmeans, nmi, pairwise_f1
+from unseen.evaluation.edges import edge_notes, positives
 from unseen.evaluation.errors import EvaluationError
 from unseen.evaluation.knn import search
 from unseen.evaluation.metrics import map_at_r, precision_at_1, r_precision, recall_at_k
@@ -113,6 +115,46 @@ def evaluate_files(
     return _evaluate(inputs, False, FAISS_SEED, None, progress)
 
 
+def evaluation_notes(
+    labels: ArrayLike,
+    *,
+    query: ArrayLike | None = None,
+    gallery: ArrayLike | None = None,
+    recall_at: Sequence[int] = (1, 2, 4, 8),
+) -> dict[str, object]:
+    """The edges of `evaluate(embeddings, labels, query=..., gallery=..., recall_at=...)`, from the labels and
+    masks alone (so also when the metrics are undefined): a JSON-able dict with `warnings` (trivial or
+    undefined metrics), `queries_without_positive` and `queries_without_positive_rule`, `tie_break`,
+    `self_match`, `protocol`, `num_queries`, `num_gallery`, `num_classes`. The float metrics of `evaluate` are
+    unchanged; this is the note to print and store beside them."""
+    return _notes({"labels": labels, "query": query, "gallery": gallery}, {}, recall_at)
+
+
+def evaluation_notes_files(
+    labels_path: str | Path,
+    query_mask_path: str | Path | None = None,
+    gallery_mask_path: str | Path | None = None,
+    *,
+    recall_at: Sequence[int] = (1, 2, 4, 8),
+) -> dict[str, object]:
+    """`evaluation_notes` of the .npy files that `evaluate_files` reads; errors name the file."""
+    paths = {"labels": labels_path, "query": query_mask_path, "gallery": gallery_mask_path}
+    arrays = {field: None if path is None else _load_npy(Path(path)) for field, path in paths.items()}
+    return _notes(arrays, {field: str(path) for field, path in paths.items() if path is not None}, recall_at)
+
+
+def _notes(arrays: dict, names: dict[str, str], recall_at: Sequence[int]) -> dict[str, object]:
+    names = {"labels": "labels", "query": "query", "gallery": "gallery"} | names
+    given = _tensor(arrays["labels"], names["labels"])
+    n = given.shape[0] if given.ndim else 0
+    labels = _labels(given, names["labels"], n)
+    if arrays["query"] is None and arrays["gallery"] is None:
+        split = leave_one_out(n)
+    else:
+        split = query_gallery(_mask(arrays["query"], names["query"], n), _mask(arrays["gallery"], names["gallery"], n))
+    return edge_notes(labels.cpu(), split, recall_at)
+
+
 class _Inputs:
     """Validated inputs: float32 embeddings, int64 labels and boolean masks on one device, plus the request.
 
@@ -164,10 +206,8 @@ def _retrieval(vectors: torch.Tensor, inputs: _Inputs, split: Split, chunk_size,
         raise EvaluationError("query: the mask selects no rows")
     if len(gallery) == 0:
         raise EvaluationError("gallery: the mask selects no rows")
-    query_labels, gallery_labels = inputs.labels[query], inputs.labels[gallery]
-    classes, inverse = torch.unique(torch.cat([query_labels, gallery_labels]), return_inverse=True)
-    per_class = torch.bincount(inverse[len(query) :], minlength=len(classes))
-    num_relevant = per_class[inverse[: len(query)]] - (self_index >= 0).long()  # the query's own row: same class
+    gallery_labels = inputs.labels[gallery]
+    num_relevant = positives(inputs.labels, split)
     counted = num_relevant > 0
     if not counted.any():
         raise EvaluationError(

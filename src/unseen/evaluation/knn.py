@@ -87,9 +87,13 @@ def search(
     ks = torch.as_tensor(k, device=device, dtype=torch.long)
     k_max = int(ks.max()) if ks.numel() else 0
     ks = ks.expand(n_query).contiguous()
-    available = n_gallery - int(bool((self_index >= 0).any()))
-    if bool((ks < 0).any()) or k_max > available:
-        raise EvaluationError(f"k: expected 0 <= k <= {available} (gallery rows a query can retrieve), got {k_max}")
+    available = n_gallery - (self_index >= 0).long()  # per query: a query that is a gallery row cannot retrieve it
+    bad = ((ks < 0) | (ks > available)).nonzero().squeeze(1)
+    if len(bad):
+        i = int(bad[0])
+        raise EvaluationError(
+            f"k: expected 0 <= k <= {int(available[i])} (gallery rows query {i} can retrieve), got {int(ks[i])}"
+        )
     scorer = _Scorer(gallery, device)
     query = query.to(device=device, dtype=torch.float32)
     if scorer.approx_t.dtype != torch.float32 and _band_too_wide(scorer, query, k_max):

@@ -14,7 +14,7 @@ from unseen.config import Config
 from unseen.data import build_splits
 from unseen.data.base import Table
 from unseen.errors import CheckpointError, ConfigError
-from unseen.evaluation.table import DESCRIPTIONS, choose_protocol, evaluate_table
+from unseen.evaluation.table import DESCRIPTIONS, choose_protocol, evaluate_table, table_notes
 
 SPLITS = ("train", "val", "test")
 
@@ -38,16 +38,17 @@ def evaluate_run(
     recall_at: Sequence[int] | None = None, data_root: str | Path | None = None, progress: bool = False,
 ) -> dict[str, Any]:
     """The metrics of a run's checkpoint on one of its splits (test by default), under the run's protocol:
-    {"metrics": {...}, "protocol": ..., "checkpoint": ..., "split": ...}."""
+    {"metrics": {...}, "notes": {...} (`evaluation_notes`), "protocol", "split", "checkpoint", "step", "commit"}."""
     embedder = load(run, which)
     config, table, dataset = run_table(embedder, split, data_root)
     ev = config.evaluation
     protocol = choose_protocol(ev.protocol, table, dataset)
+    cutoffs = tuple(recall_at or ev.recall_at)
+    notes = table_notes(table, protocol, cutoffs)  # before the metrics: it says why one is undefined
     vectors = embedder.embed_table(table, progress=progress)
-    values = evaluate_table(vectors, table, protocol, metrics=tuple(metrics or ev.metrics),
-                            recall_at=tuple(recall_at or ev.recall_at), vehicleid_repeats=ev.vehicleid_repeats,
-                            progress=progress)
-    return {"metrics": values, "protocol": DESCRIPTIONS[protocol], "split": split,
+    values = evaluate_table(vectors, table, protocol, metrics=tuple(metrics or ev.metrics), recall_at=cutoffs,
+                            vehicleid_repeats=ev.vehicleid_repeats, progress=progress)
+    return {"metrics": values, "notes": notes, "protocol": DESCRIPTIONS[protocol], "split": split,
             "checkpoint": str(embedder.checkpoint), "step": embedder.step, "commit": embedder.commit}
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 
 from unseen.data.base import Table
-from unseen.evaluation.evaluate import evaluate, evaluate_vehicleid
+from unseen.evaluation.evaluate import evaluate, evaluate_vehicleid, evaluation_notes
 
 Protocol = Literal["leave_one_out", "query_gallery", "vehicleid"]
 
@@ -55,3 +55,14 @@ def evaluate_table(
     masks = (None, None) if protocol == "leave_one_out" else (table.is_query, table.is_gallery)
     return evaluate(np.asarray(embeddings), table.labels, query=masks[0], gallery=masks[1], recall_at=recall_at,
                     metrics=metrics, progress=progress)
+
+
+def table_notes(table: Table, protocol: Protocol, recall_at: Sequence[int]) -> dict[str, object]:
+    """The edges of evaluating `table` under `protocol` (`evaluation_notes`): warnings for trivial or undefined
+    metrics, the queries without a positive and how they count, the tie rule. For VehicleID, those of its
+    leave-one-out view: every draw keeps one image per identity in the gallery, so the counts vary per draw."""
+    masks = (table.is_query, table.is_gallery) if protocol == "query_gallery" else (None, None)
+    notes = evaluation_notes(table.labels, query=masks[0], gallery=masks[1], recall_at=recall_at)
+    if protocol == "vehicleid":
+        notes["protocol"] = DESCRIPTIONS["vehicleid"]
+    return notes
