@@ -55,10 +55,12 @@ class EmbeddingModel(nn.Module):
 
     @property
     def output_dims(self) -> dict[str, int]:
-        """The width of each named output: `features`, `intermediate` (with taps), `class` and the extra heads."""
+        """The width of each named output: `features`, `intermediate` (with taps), `fused`, `class` and the extra
+        heads."""
         dims = {"features": self.num_features}
         if self.taps:
             dims["intermediate"] = sum(pool.channels for pool in self.attention)
+        dims["fused"] = self.heads["class"].linear.in_features
         return dims | {name: head.linear.out_features for name, head in self.heads.items()}
 
     def forward(self, images: torch.Tensor, taps: bool = False) -> dict[str, torch.Tensor]:
