@@ -96,7 +96,7 @@ class Embedder:
     def embed_table(self, table: Table, *, batch_size: int = 256, progress: bool = False,
                     num_workers: int = 0) -> np.ndarray:
         """The embeddings of a sample table's images, in table order."""
-        return embed_table(self.model, table, self._decoded_transform(), batch_size=batch_size, device=self.device,
+        return embed_table(self.model, table, self.transform, batch_size=batch_size, device=self.device,
                            num_workers=num_workers, progress=progress, description=f"embed {table.name}")
 
     def embed_files(self, paths: Sequence[str | Path], *, batch_size: int = 256, progress: bool | None = None,
@@ -114,14 +114,6 @@ class Embedder:
         vectors = self.embed(good, batch_size=batch_size, progress=progress, num_workers=num_workers) if good else \
             np.zeros((0, self.embedding_dim), dtype=np.float32)
         return EmbeddedFiles(vectors, tuple(good), tuple(failed))
-
-    def _decoded_transform(self) -> Transform:
-        mode = "L" if self.spec.in_chans == 1 else "RGB"
-
-        def transform(image: Image.Image) -> torch.Tensor:
-            return self.transform(image if image.mode == mode else image.convert(mode))
-
-        return transform
 
     def _table(self, images: ImageInput | Sequence[ImageInput]) -> Table:
         if isinstance(images, str | Path):

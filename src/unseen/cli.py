@@ -165,6 +165,64 @@ def embed(
     typer.echo(f"{out}: {vectors.shape[0]}×{vectors.shape[1]} embeddings; beside it: {beside}")
 
 
+@app.command()
+def benchmark(
+    spec_or_action: Annotated[str, typer.Argument(
+        metavar="SPEC | summarize", help="a benchmark spec (YAML) to run, or `summarize` followed by its folder")],
+    folder: Annotated[Path | None, typer.Argument(help="summarize: the benchmark folder (its --out)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="benchmark folder (default runs/benchmark-<spec>)")] = None,
+    jobs: Annotated[int, typer.Option(help="cells trained at once (pack several on one GPU)")] = 1,
+    device: Annotated[str | None, typer.Option(help="train.device of every cell, e.g. cuda")] = None,
+    only: Annotated[list[str] | None, typer.Option(
+        help="run only cells matching arm=, loss=, method= or seed= (repeatable)")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="summarize: write the tables to this Markdown file")] = None,
+    figures: Annotated[Path | None, typer.Option(help="summarize: folder of the PNG figures")] = None,
+    progress: Annotated[bool, typer.Option(help="progress bar")] = True,
+) -> None:
+    """Run a benchmark grid (finished cells are skipped, so it resumes), or summarize a finished folder."""
+    from unseen.benchmark import load_spec, run_benchmark, summarize
+
+    if spec_or_action == "summarize":
+        if folder is None:
+            raise ConfigError("benchmark summarize: give the benchmark folder, e.g. unseen benchmark summarize runs/b")
+        if not (folder / "spec.yaml").is_file():
+            raise ConfigError(f"{folder}: not a benchmark folder (no spec.yaml; run `unseen benchmark SPEC` first)")
+        spec = load_spec(folder / "spec.yaml")
+        target = markdown or folder / "summary.md"
+        command = "unseen " + " ".join(sys.argv[1:])
+        text = summarize(spec, folder, figures or target.parent / "figures", target.parent, command)
+        from unseen.files import write_text_atomic
+
+        write_text_atomic(target, text)
+        typer.echo(text)
+        typer.echo(f"written: {target}")
+        return
+    spec_path = Path(spec_or_action)
+    spec = load_spec(spec_path)
+    folder = out or Path("runs") / f"benchmark-{spec_path.stem}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.yaml").write_text(spec_path.read_text())  # the spec travels with its cells, for summarize
+    (folder / "spec.source").write_text(f"{spec_path}\n")
+    result = run_benchmark(spec, folder, jobs=jobs, device=device, progress=progress, only=_cell_filter(only))
+    typer.echo(f"{len(result['finished'])} cells run, {len(result['failed'])} failed; folder: {folder}")
+    for key in result["failed"]:
+        typer.echo(f"failed: {key}", err=True)
+    if result["failed"]:
+        raise typer.Exit(1)
+
+
+def _cell_filter(only: list[str] | None):
+    if not only:
+        return None
+    wanted: dict[str, set[str]] = {}
+    for item in only:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("arm", "loss", "method", "seed"):
+            raise ConfigError(f"--only: expected arm=, loss=, method= or seed=, got {item!r}")
+        wanted.setdefault(key, set()).add(value)
+    return lambda cell: all(str(getattr(cell, key)) in values for key, values in wanted.items())
+
+
 @config_app.command("show")
 def config_show(
     config: Annotated[Path, typer.Argument(help="YAML config")],

@@ -127,13 +127,16 @@ def build_transform(
     jitter: bool = True,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    channels: int | None = None,
 ) -> Transform:
     """The transform of `preset` for training or evaluation; mean/std default to the preset's.
 
     `jitter=False` leaves the small preset's random affine out of the training transform (it then runs on the
-    batch, `build_batch_augment`)."""
+    batch, `build_batch_augment`). `channels` (1 or 3) converts every image to grayscale or RGB first, so that a
+    folder mixing both feeds the network its channel count; the imagenet preset always converts to RGB."""
     if preset == "small":
-        steps: list[torch.nn.Module] = [T.Resize((image_size, image_size), antialias=True)]
+        steps: list[torch.nn.Module] = [_ImageMode(channels)] if channels else []
+        steps.append(T.Resize((image_size, image_size), antialias=True))
         if train and jitter:
             steps.append(BorderFillAffine(**JITTER))
         mean, std = mean or (0.5,), std or (0.5,)
@@ -146,9 +149,24 @@ def build_transform(
         else:
             geometry = [T.Resize(round(image_size * 256 / 224), antialias=True), T.CenterCrop(image_size)]
         return T.Compose(
-            [T.ToImage(), *geometry, T.ToDtype(torch.float32, scale=True), _Normalize(mean, std)]
+            [_ImageMode(3), T.ToImage(), *geometry, T.ToDtype(torch.float32, scale=True), _Normalize(mean, std)]
         )
     raise ValueError(f"data.preset: expected 'small' or 'imagenet', got {preset!r}")
+
+
+class _ImageMode(torch.nn.Module):
+    """A PIL image in mode L (1 channel) or RGB (3 channels); tensors pass unchanged."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        if channels not in (1, 3):
+            raise ValueError(f"channels: expected 1 or 3, got {channels}")
+        self.mode = "L" if channels == 1 else "RGB"
+
+    def forward(self, image: Image.Image) -> Image.Image:
+        if isinstance(image, Image.Image) and image.mode != self.mode:
+            return image.convert(self.mode)
+        return image
 
 
 class _Normalize(torch.nn.Module):

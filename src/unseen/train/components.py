@@ -49,7 +49,8 @@ def input_channels(table: Table, preset: str) -> int:
 
 def eval_transform(spec: ModelSpec) -> Transform:
     """The transform a trained network's inputs get at test time, from its spec alone."""
-    return build_transform(spec.preset, spec.image_size, train=False, mean=spec.mean, std=spec.std)
+    return build_transform(spec.preset, spec.image_size, train=False, mean=spec.mean, std=spec.std,
+                           channels=spec.in_chans)
 
 
 @dataclass
@@ -74,7 +75,7 @@ class Components:
             return eval_transform(self.spec)
         jitter = self.config.data.jitter and self.batch_augment() is None
         return build_transform(self.spec.preset, self.spec.image_size, train=True, jitter=jitter,
-                               mean=self.spec.mean, std=self.spec.std)
+                               mean=self.spec.mean, std=self.spec.std, channels=self.spec.in_chans)
 
     def batch_augment(self) -> BatchBorderFillAffine | None:
         """The training jitter applied to whole batches on the device (`data.augment_on`), or None."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -128,6 +129,9 @@ class Trainer:
         self.validate_every = max(1, resolve_steps(config.train.validate_every, self.total_steps))
         self.scheduler = build_scheduler(config, self.optimizer, self.total_steps)
         self.step = 0
+        self.stream_steps: dict[str, int] = {}  # optimizer steps per batch stream (class, shared, cluster...)
+        self.earlier_seconds = 0.0  # wall time of the run's earlier sessions (before a resume)
+        self.started = time.perf_counter()
         self.best: dict[str, Any] = {"value": -math.inf, "step": None}
         self.resumed = False
         self.commit = commit()
@@ -141,6 +145,11 @@ class Trainer:
         trainer._load_state(load_checkpoint(run_dir / "checkpoints" / "last.pt"), run_dir / "checkpoints" / "last.pt")
         trainer.resumed = True
         return trainer
+
+    @property
+    def wall_seconds(self) -> float:
+        """Wall time spent in this run so far, over all its sessions (resumes)."""
+        return self.earlier_seconds + time.perf_counter() - self.started
 
     @property
     def epoch(self) -> int:
@@ -160,6 +169,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "best": dict(self.best),
+            "stream_steps": dict(self.stream_steps),
+            "wall_seconds": self.wall_seconds,
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_state()},
         }
         if torch.cuda.is_available():
@@ -177,6 +188,8 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as error:
             raise CheckpointError(f"{path}: does not fit this model ({str(error).splitlines()[0]})") from None
         self.step, self.best = state["step"], dict(state["best"])
+        self.stream_steps = dict(state.get("stream_steps", {}))
+        self.earlier_seconds = float(state.get("wall_seconds", 0.0))
         self.c.ctx.step = self.step
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
@@ -188,6 +201,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to the budget, then evaluate the best and the last checkpoints; returns metrics.json."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.started = time.perf_counter()
         if not self.resumed:
             for name in ("history.jsonl", "test_trace.jsonl"):
                 (self.run_dir / name).unlink(missing_ok=True)
@@ -224,7 +238,9 @@ class Trainer:
             images = images.to(c.device, non_blocking=True)
             if augment is not None:
                 images = augment(images, plan.seeds[position])
-            parts = self._step(Batch(images, labels.to(c.device, non_blocking=True), rows, plan.stream(position)))
+            stream = plan.stream(position)
+            parts = self._step(Batch(images, labels.to(c.device, non_blocking=True), rows, stream))
+            self.stream_steps[stream] = self.stream_steps.get(stream, 0) + 1
             images_seen += len(images)
             for key, value in parts.items():
                 window.setdefault(key, []).append(value)
@@ -288,7 +304,8 @@ class Trainer:
         c = self.c
         results: dict[str, Any] = {
             "protocol": {**c.splits.describe(), "evaluation": c.describe_protocol(c.splits.test)},
-            "steps": self.step, "epochs": self.epoch, "commit": self.commit, "model_spec": c.spec.to_dict(),
+            "steps": self.step, "steps_by_stream": dict(sorted(self.stream_steps.items())), "epochs": self.epoch,
+            "commit": self.commit, "hardware": hardware(c.device), "model_spec": c.spec.to_dict(),
         }
         results["test_last"] = c.evaluate(c.splits.test, progress=self.progress)
         best_path = self.run_dir / "checkpoints" / "best.pt"
@@ -302,6 +319,7 @@ class Trainer:
         else:
             results["selection"] = "last checkpoint (no validation classes)"
             results["test"] = results["test_last"]
+        results["wall_seconds"] = self.wall_seconds
         write_json_atomic(self.run_dir / "metrics.json", results)
         return results
 
@@ -312,6 +330,13 @@ class Trainer:
                           {t.name: list(t.class_names) for t in (s.train, s.val, s.test)})
         if s.bad_images:
             write_json_atomic(self.run_dir / "bad_images.json", s.bad_images)
+
+
+def hardware(device: torch.device) -> str:
+    """What trained: the GPU's name, or the CPU's core count and torch's threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
 def _numpy_state() -> dict[str, Any]:

@@ -1,0 +1,8 @@
+"""`unseen benchmark`: a grid of arms × base losses × methods × seeds from one spec, each cell an ordinary run
+folder, resumable; and its summary (tables of protocol v2 and figures)."""
+
+from unseen.benchmark.report import summarize
+from unseen.benchmark.runner import run_benchmark
+from unseen.benchmark.spec import Cell, Spec, expand, load_spec
+
+__all__ = ["Cell", "Spec", "expand", "load_spec", "run_benchmark", "summarize"]
