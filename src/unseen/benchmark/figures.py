@@ -42,12 +42,7 @@ def learning_curves(records: Sequence[CellRecord], methods: Sequence[str], title
         axis.axis("off")
     axes[0, 0].set_ylabel("Recall@1")
     axes[0, 0].legend(fontsize=8)
-    figure.suptitle(title)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, title, path)
 
 
 def bars(rows: Sequence[dict], title: str, path: Path) -> Path:
@@ -66,6 +61,10 @@ def bars(rows: Sequence[dict], title: str, path: Path) -> Path:
             axis.set_ylim(min(finite) - 0.05, max(finite) + 0.03)
         axis.set_title(f"test {column}")
         axis.grid(axis="y", alpha=0.3)
+    return _save(plt, figure, title, path)
+
+
+def _save(plt, figure, title: str, path: Path) -> Path:
     figure.suptitle(title)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
