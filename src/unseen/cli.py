@@ -376,6 +376,7 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload, in MB")] = 10.0,
     max_pixels: Annotated[int, typer.Option(help="largest accepted upload, in decoded pixels")] = 40_000_000,
     max_k: Annotated[int, typer.Option(help="largest k a request may ask for")] = 100,
+    access_log: Annotated[bool, typer.Option(help="log every request")] = True,
 ) -> None:
     """The web page and JSON API over an index (FastAPI + uvicorn)."""
     from unseen.retrieval.search import Searcher
@@ -389,7 +390,7 @@ def serve(
         typer.echo(f"warning: binding {host}: the page and API are reachable from other machines", err=True)
     typer.echo(f"serving {index_dir} ({searcher.index.count} images) on http://{host}:{port}/")
     run_server(searcher, host=host, port=port,
-               limits=Limits(int(max_upload_mb * 2**20), max_pixels, max_k))
+               limits=Limits(int(max_upload_mb * 2**20), max_pixels, max_k), access_log=access_log)
 
 
 @app.command()

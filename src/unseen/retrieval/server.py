@@ -298,12 +298,14 @@ def thumbnail_png(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> byt
     return None if image is None else png_bytes(image)
 
 
-def serve(searcher: Searcher, *, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None) -> None:
-    """Run the server until interrupted (uvicorn, one process: one network in memory)."""
+def serve(searcher: Searcher, *, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
+          access_log: bool = True) -> None:
+    """Run the server until interrupted (uvicorn, one process: one network in memory; at most 64 connections
+    at once, more are answered 503)."""
     import uvicorn
 
-    uvicorn.run(create_app(searcher, limits), host=host, port=port, log_level="info", limit_concurrency=64,
-                timeout_keep_alive=5)
+    uvicorn.run(create_app(searcher, limits), host=host, port=port, log_level="info", access_log=access_log,
+                limit_concurrency=64, timeout_keep_alive=5)
 
 
 def _asset(body: bytes, media_type: str) -> Any:
