@@ -6,7 +6,7 @@ the same classes, then for each kind of `unseen.retrieval.index`:
 
   build s       new_faiss_index on the whole gallery (IVF: k-means training included)
   batch q/s     GalleryIndex.search of the 1,000 queries at once, k=10 (faiss candidates + exact re-scoring)
-  single q/s    the same, one query per call (what a server request does), over 300 queries
+  single q/s    the same, one query per call on one faiss thread (what a server request does), 300 queries
   recall@10     |top-10 ∩ exact top-10| / 10, against faiss' brute-force inner product, mean over the queries
 
 Ratios are against the exact flat index, measured in the same process. Then the index is written to disk with a
@@ -71,7 +71,10 @@ def measure_kinds(x: np.ndarray, queries: np.ndarray) -> dict[str, dict]:
         build = time.perf_counter() - start
         index = GalleryIndex({"kind": kind, "parameters": parameters, "model": {}}, faiss_index, x, items)
         batch = min(_timed(lambda index=index: index.search(queries, K)) for _ in range(3))
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)  # as `unseen serve` runs: one query per request, requests in parallel
         single = _timed(lambda index=index: [index.search(queries[i : i + 1], K) for i in range(SINGLE)])
+        faiss.omp_set_num_threads(threads)
         _, found = index.search(queries, K)
         recall = float(np.mean([len(set(f) & set(e)) / K for f, e in zip(found.tolist(), exact.tolist(),
                                                                           strict=True)]))
@@ -189,6 +192,7 @@ def main() -> None:
 
     shape = SMALL if args.small else FULL
     x, queries = gallery(**shape)
+    print(f"load average before: {os.getloadavg()[0]:.2f} (other processes share the cores)")
     print(f"synthetic gallery: {shape['rows']:,} × {shape['dim']} unit vectors around {shape['classes']:,} centres, "
           f"{QUERIES:,} queries, k={K}, seed 0; faiss {faiss.__version__} with {faiss.omp_get_max_threads()} threads, "
           f"{os.cpu_count()} CPUs")

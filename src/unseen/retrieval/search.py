@@ -1,7 +1,7 @@
 """Searching a gallery index with query images or with one of its own rows: what `unseen search` and the server do.
 
-A `Searcher` holds one model and one index and is safe to share between threads: the network embeds under one lock
-and faiss searches under another, so concurrent requests queue instead of competing for the CPU.
+A `Searcher` holds one model and one index and is safe to share between threads: the network embeds under a lock
+(one forward pass at a time), and faiss searches, which only read the index, run concurrently.
 """
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ class QueryResult:
 
 
 class Searcher:
-    """A gallery index and the network its gallery was embedded with (checked by checkpoint sha256)."""
+    """A gallery index and the network its gallery was embedded with (checked by checkpoint sha256). The index must
+    not be extended while a Searcher serves it."""
 
     def __init__(self, index: GalleryIndex, embedder: Embedder | None) -> None:
         self.index = index
         self.embedder = embedder
         self._model_lock = threading.Lock()
-        self._index_lock = threading.Lock()
 
     @classmethod
     def open(cls, index_dir: str | Path, *, run: str | Path | None = None) -> Searcher:
@@ -61,8 +61,7 @@ class Searcher:
     def search_vectors(self, vectors: np.ndarray, k: int, *, names: Sequence[str] | None = None,
                        exclude: Sequence[int] | None = None) -> list[QueryResult]:
         """The k nearest gallery images of each query vector."""
-        with self._index_lock:
-            similarities, rows = self.index.search(vectors, k, exclude=exclude)
+        similarities, rows = self.index.search(vectors, k, exclude=exclude)
         names = names or [f"query {i}" for i in range(len(vectors))]
         return [QueryResult(name, self._hits(s, r)) for name, s, r in zip(names, similarities, rows, strict=True)]
 

@@ -13,7 +13,8 @@ Safety: the only names that reach the filesystem are the manifest's own paths, c
 is limited in bytes (checked on the stream, before parsing) and in pixels (checked from the header, before
 decoding), must be a JPEG, PNG, GIF, BMP, WebP or TIFF that Pillow decodes in full (its decompression-bomb guard
 on), and every bad request is answered with a 4xx JSON `{"error": message}`. Hits carry the file name, not the
-server's path. One network and one index serve every request, each behind a lock (`Searcher`).
+server's path. One network serves every request, one forward pass at a time; index searches run in parallel
+(`Searcher`), each single-threaded.
 """
 
 from __future__ import annotations
@@ -302,8 +303,10 @@ def serve(searcher: Searcher, *, host: str = "127.0.0.1", port: int = 8000, limi
           access_log: bool = True) -> None:
     """Run the server until interrupted (uvicorn, one process: one network in memory; at most 64 connections
     at once, more are answered 503)."""
+    import faiss
     import uvicorn
 
+    faiss.omp_set_num_threads(1)  # one query per request: an OpenMP team per query only spins; requests run in parallel
     uvicorn.run(create_app(searcher, limits), host=host, port=port, log_level="info", access_log=access_log,
                 limit_concurrency=64, timeout_keep_alive=5)
 
