@@ -15,12 +15,12 @@ export UNSEEN_DATA := $(SHARED_DATA)
 endif
 endif
 
-.PHONY: demo test test-slow lint install
+.PHONY: demo test test-slow lint install chromium
 
 demo: $(VENV)/.installed
 	$(BIN)/unseen train configs/omniglot/baseline.yaml
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -m "not slow"
 
@@ -42,3 +42,12 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
 	touch $@ $(VENV)/.installed
+
+# The page's browser test drives Debian's headless Chromium through chromedriver: installed when missing, wherever
+# apt-get can (CI runs as root on Debian); elsewhere the test is skipped and says why.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	  else echo "no chromium/chromedriver and no root apt-get here: the browser test will be skipped"; fi; \
+	fi

@@ -36,7 +36,8 @@ def test_the_two_setup_commands_are_make_targets():
 
 def test_quick_start_commands_exist_and_its_configs_validate():
     used = [c for block in BASH for c in commands(block) if c and c[0] == "unseen"]
-    assert {c[1] for c in used} <= {"train", "evaluate", "embed", "config", "benchmark"}
+    assert {c[1] for c in used} <= {"train", "evaluate", "embed", "config", "benchmark", "index", "search",
+                                    "cluster", "report", "serve"}
     for command in used:
         if command[1] in ("train", "config"):
             path = command[2] if command[1] == "train" else command[3]
@@ -81,3 +82,12 @@ def test_the_quick_start_blocks_run(tmp_path, tiny_images):
                            timeout=300)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("(84, 128) 128")
+
+    (products,) = [block for block in BASH if "unseen index build" in block]
+    script = "\n".join(line for line in products.splitlines() if not line.startswith("unseen serve"))  # tested apart
+    env["QUERY"] = str(next(tiny_images.glob("class00/*.png")))
+    done = subprocess.run(["bash", "-e", "-c", "source .venv/bin/activate\n" + script], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (work / "runs/mine/index").is_dir() and (work / "clusters" / "clusters.csv").is_file()
+    assert (work / "runs/mine/report.html").is_file() and "class00" in done.stdout

@@ -278,3 +278,193 @@ def main() -> None:
             error.show()
             sys.exit(2)
         raise
+
+
+# Retrieval products (issue #14): index, search, cluster, serve, report. The substance is in unseen.retrieval and
+# unseen.reporting; docs/products.md shows them in use.
+index_app = typer.Typer(no_args_is_help=True, help="Build and grow gallery indexes of embedded images.")
+app.add_typer(index_app, name="index")
+Images = Annotated[Path, typer.Argument(help="a folder of images (recursively) or a CSV manifest (path[,label])")]
+Progress = Annotated[bool, typer.Option(help="progress bars")]
+Checkpoint = Annotated[str, typer.Option("--checkpoint", help="best or last")]
+FolderLabels = Annotated[bool, typer.Option(help="label a folder's images by their first sub-folder")]
+
+
+def _index_summary(report: Any, out: Path) -> None:
+    index = report.index
+    typer.echo(f"{out}: {index.kind} index of {index.count} images ({index.dim}-d); {report.added} added in "
+               f"{report.seconds:.1f} s" + (f", {report.already_indexed} already indexed" if report.already_indexed
+                                            else ""))
+    if report.skipped:
+        typer.echo(f"skipped {len(report.skipped)} unreadable images, listed in {out / 'skipped.csv'}", err=True)
+    if index.info.get("recall@10") is not None:
+        typer.echo(f"recall@10 against exact search: {index.info['recall@10']:.4f} (on up to 1000 gallery images)")
+
+
+def _interrupted(folder: Path) -> None:
+    typer.echo(f"interrupted: the images embedded so far are kept in {folder / 'partial'}; run the same command "
+               "again to continue", err=True)
+    sys.exit(130)
+
+
+@index_app.command("build")
+def index_build(
+    run_dir: Annotated[Path, typer.Argument(help="run directory (or a checkpoint file)")],
+    images: Images,
+    out: Annotated[Path, typer.Option("--out", help="the index folder to write")],
+    kind: Annotated[str, typer.Option(help="flat (exact), ivf or hnsw (approximate, for large galleries)")] = "flat",
+    nlist: Annotated[int | None, typer.Option(help="IVF cells (default 4·√N)")] = None,
+    nprobe: Annotated[int | None, typer.Option(help="IVF cells searched per query (default nlist/16)")] = None,
+    ef_search: Annotated[int | None, typer.Option(help="HNSW search breadth (default 64)")] = None,
+    checkpoint: Checkpoint = "best",
+    batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 256,
+    workers: Annotated[int, typer.Option(help="image-decoding worker processes")] = 0,
+    folder_labels: FolderLabels = True,
+    progress: Progress = True,
+) -> None:
+    """Embed a folder or manifest with a run's checkpoint and write a searchable index (resumable)."""
+    import unseen
+    from unseen.retrieval.index import build_index
+    from unseen.retrieval.sources import list_items
+
+    items = list_items(images, folder_labels=folder_labels)
+    embedder = unseen.load(run_dir, checkpoint)
+    try:
+        report = build_index(embedder, items, out, kind=kind, nlist=nlist, nprobe=nprobe, ef_search=ef_search,
+                             source=str(images), batch_size=batch_size, num_workers=workers, progress=progress,
+                             log=typer.echo)
+    except KeyboardInterrupt:
+        _interrupted(out)
+    _index_summary(report, out)
+
+
+@index_app.command("add")
+def index_add(
+    index_dir: Annotated[Path, typer.Argument(help="an index folder")],
+    images: Images,
+    run: Annotated[Path | None, typer.Option("--run", help="the run folder, if it moved since the build")] = None,
+    batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 256,
+    workers: Annotated[int, typer.Option(help="image-decoding worker processes")] = 0,
+    folder_labels: FolderLabels = True,
+    progress: Progress = True,
+) -> None:
+    """Append the images of a folder or manifest that the index does not hold yet (same checkpoint only)."""
+    from unseen.retrieval.index import GalleryIndex, add_to_index, load_recorded_model
+    from unseen.retrieval.sources import list_items
+
+    items = list_items(images, folder_labels=folder_labels)
+    embedder = load_recorded_model(GalleryIndex.load(index_dir), run)
+    try:
+        report = add_to_index(index_dir, embedder, items, source=str(images), batch_size=batch_size,
+                              num_workers=workers, progress=progress, log=typer.echo)
+    except KeyboardInterrupt:
+        _interrupted(index_dir)
+    _index_summary(report, index_dir)
+
+
+@index_app.command("info")
+def index_info(index_dir: Annotated[Path, typer.Argument(help="an index folder")]) -> None:
+    """Print what an index holds and which checkpoint embedded it."""
+    import json
+
+    from unseen.retrieval.index import GalleryIndex
+
+    info = GalleryIndex.load(index_dir).info
+    typer.echo(json.dumps({key: value for key, value in info.items() if key != "manifest_sha256"}, indent=2))
+
+
+@app.command()
+def search(
+    index_dir: Annotated[Path, typer.Argument(help="an index folder")],
+    queries: Annotated[list[Path], typer.Argument(help="query image files or folders")],
+    k: Annotated[int, typer.Option("-k", "--k", help="results per query")] = 10,
+    json_lines: Annotated[bool, typer.Option("--json", help="one JSON object per query instead of a table")] = False,
+    run: Annotated[Path | None, typer.Option("--run", help="the run folder, if it moved since the build")] = None,
+) -> None:
+    """The k most similar gallery images of each query: path, label, cosine similarity."""
+    from unseen.retrieval.search import Searcher, format_json_lines, format_table
+
+    results, skipped = Searcher.open(index_dir, run=run).search_files(queries, k)
+    for path, reason in skipped:
+        typer.echo(f"skipped {path}: {reason}", err=True)
+    typer.echo(format_json_lines(results) if json_lines else format_table(results))
+
+
+@app.command()
+def cluster(
+    run_dir: Annotated[Path, typer.Argument(help="run directory (or a checkpoint file)")],
+    images: Images,
+    out: Annotated[Path, typer.Option("--out", help="folder for clusters.csv, the contact sheets, index.html")],
+    k: Annotated[str, typer.Option("--k", help="number of clusters, or auto (silhouette over --k-range)")] = "auto",
+    k_range: Annotated[str, typer.Option("--k-range", help="MIN:MAX for --k auto")] = "2:30",
+    checkpoint: Checkpoint = "best",
+    batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 256,
+    folder_labels: FolderLabels = True,
+    progress: Progress = True,
+) -> None:
+    """k-means on the embeddings of a folder or manifest: clusters.csv, a contact sheet per cluster, a page."""
+    import unseen
+    from unseen.retrieval.cluster import cluster_images
+    from unseen.retrieval.sources import list_items
+
+    if k != "auto" and not k.isdigit():
+        raise ConfigError(f"--k: expected a positive integer or auto, got {k!r}")
+    low, _, high = k_range.partition(":")
+    if not (low.isdigit() and high.isdigit()):
+        raise ConfigError(f"--k-range: expected MIN:MAX, e.g. 2:30, got {k_range!r}")
+    items = list_items(images, folder_labels=folder_labels)
+    report = cluster_images(unseen.load(run_dir, checkpoint), items, out, k=None if k == "auto" else int(k),
+                            k_range=(int(low), int(high)), batch_size=batch_size, progress=progress,
+                            source=str(images), log=typer.echo)
+    typer.echo(f"{out}: {report.k} clusters of {len(report.paths)} images (K {report.criterion}); "
+               f"{out / 'clusters.csv'}, {out / 'index.html'}")
+    if report.scores:
+        typer.echo("against the labels: " + ", ".join(f"{key} {value:.4f}" for key, value in report.scores.items()
+                                                      if isinstance(value, float)))
+    if report.skipped:
+        typer.echo(f"skipped {len(report.skipped)} unreadable images, listed in {out / 'skipped.csv'}", err=True)
+
+
+@app.command()
+def serve(
+    index_dir: Annotated[Path, typer.Argument(help="an index folder")],
+    host: Annotated[str, typer.Option(help="address to bind; 127.0.0.1 keeps it on this machine")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    run: Annotated[Path | None, typer.Option("--run", help="the run folder, if it moved since the build")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload, in MB")] = 10.0,
+    max_pixels: Annotated[int, typer.Option(help="largest accepted upload, in decoded pixels")] = 40_000_000,
+    max_k: Annotated[int, typer.Option(help="largest k a request may ask for")] = 100,
+    access_log: Annotated[bool, typer.Option(help="log every request")] = True,
+) -> None:
+    """The web page and JSON API over an index (FastAPI + uvicorn)."""
+    from unseen.retrieval.search import Searcher
+    from unseen.retrieval.server import Limits
+    from unseen.retrieval.server import serve as run_server
+
+    if max_upload_mb <= 0 or max_pixels <= 0 or max_k <= 0:
+        raise ConfigError("--max-upload-mb, --max-pixels and --max-k: expected positive numbers")
+    searcher = Searcher.open(index_dir, run=run)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: binding {host}: the page and API are reachable from other machines", err=True)
+    typer.echo(f"serving {index_dir} ({searcher.index.count} images) on http://{host}:{port}/")
+    run_server(searcher, host=host, port=port,
+               limits=Limits(int(max_upload_mb * 2**20), max_pixels, max_k), access_log=access_log)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    out: Annotated[Path | None, typer.Option("--out", help="where to write (default RUN_DIR/report.html)")] = None,
+    checkpoint: Checkpoint = "best",
+    data_root: DataRoot = None,
+    queries: Annotated[int, typer.Option(help="queries in the retrieval grid")] = 8,
+    k: Annotated[int, typer.Option("-k", "--k", help="results per query in the grid")] = 8,
+    map_classes: Annotated[int, typer.Option(help="test classes drawn on the 2-D map")] = 20,
+    progress: Progress = True,
+) -> None:
+    """One self-contained report.html: curves, metrics with the protocol, a retrieval grid, a 2-D map, the config."""
+    from unseen.reporting.report import render_report
+
+    path = render_report(run_dir, out=out, which=checkpoint, data_root=data_root, queries=queries, k=k,
+                         map_classes=map_classes, progress=progress)
+    typer.echo(f"report: {path}")
