@@ -24,3 +24,14 @@ def test_the_open_file_names_its_temporary_path(tmp_path):
     assert (tmp_path / "x.bin").read_bytes() == b"abc"
     with pytest.raises(ValueError, match="mode must be"), atomic_write(tmp_path / "y", "a"):
         pass
+
+
+def test_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "m.json", {})
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
