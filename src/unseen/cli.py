@@ -174,7 +174,8 @@ def benchmark(
     jobs: Annotated[int, typer.Option(help="cells trained at once (pack several on one GPU)")] = 1,
     device: Annotated[str | None, typer.Option(help="train.device of every cell, e.g. cuda")] = None,
     only: Annotated[list[str] | None, typer.Option(
-        help="run only cells matching arm=, loss=, method= or seed= (repeatable)")] = None,
+        help="run only cells matching arm=, loss=, method= (with its knob values and controls) or seed= "
+        "(repeatable)")] = None,
     markdown: Annotated[Path | None, typer.Option(help="summarize: write the tables to this Markdown file")] = None,
     figures: Annotated[Path | None, typer.Option(help="summarize: folder of the PNG figures")] = None,
     progress: Annotated[bool, typer.Option(help="progress bar")] = True,
@@ -220,7 +221,12 @@ def _cell_filter(only: list[str] | None):
         if not sep or key not in ("arm", "loss", "method", "seed"):
             raise ConfigError(f"--only: expected arm=, loss=, method= or seed=, got {item!r}")
         wanted.setdefault(key, set()).add(value)
-    return lambda cell: all(str(getattr(cell, key)) in values for key, values in wanted.items())
+    def matches(cell, key: str, values: set[str]) -> bool:  # a method matches its knob and control cells too
+        names = {cell.method, cell.family, *([cell.control_of] if cell.control_of else [])} if key == "method" else \
+            {str(getattr(cell, key))}
+        return bool(names & values)
+
+    return lambda cell: all(matches(cell, key, values) for key, values in wanted.items())
 
 
 @config_app.command("show")

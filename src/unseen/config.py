@@ -115,6 +115,8 @@ class OptimizerConfig(Section):
     name: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
     backbone_lr: float | None = Field(None, gt=0, description="lr of the trunk; default: lr")
+    loss_lr: float | None = Field(
+        None, gt=0, description="lr of the metric losses' own parameters (margins β, proxies); default: lr")
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0, description="max global gradient norm")

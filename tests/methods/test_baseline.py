@@ -42,11 +42,13 @@ def test_objective_is_the_loss_of_the_networks_forward_pass():
     assert method.objective(model, batch).total.item() == method.loss(model(batch.images), batch).total.item()
 
 
-def test_loss_parameters_become_the_methods_optimizer_group():
+def test_loss_parameters_become_the_methods_losses_group_at_the_loss_lr():
     method, model = build("loss.name=ProxyAnchorLoss", "miner.name=null", num_classes=5)
     (group,) = method.param_groups(model, lr=0.01, weight_decay=0.1)
-    assert group["name"] == "method" and group["lr"] == 0.01 and group["weight_decay"] == 0.0
+    assert group["name"] == "losses" and group["lr"] == 0.01 and group["weight_decay"] == 0.0
     assert [tuple(p.shape) for p in group["params"]] == [(5, 8)]
+    method, model = build("loss.name=ProxyAnchorLoss", "miner.name=null", "optimizer.loss_lr=0.5", num_classes=5)
+    assert method.param_groups(model, lr=0.01, weight_decay=0.1)[0]["lr"] == 0.5
     method, model = build(num_classes=5)
     assert method.param_groups(model, 0.01, 0.0) == []
 

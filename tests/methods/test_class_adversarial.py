@@ -200,9 +200,9 @@ def test_subspace_placement_leaves_the_free_rows_of_the_class_head_to_the_base_l
 def test_the_adversary_has_its_own_param_group():
     method, model = build("loss.name=ProxyAnchorLoss", "miner.name=null", "method.adversary_lr=0.05")
     groups = {g["name"]: g for g in method.param_groups(model, lr=0.01, weight_decay=0.1)}
-    assert set(groups) == {"method", "adversary"}
-    assert [tuple(p.shape) for p in groups["method"]["params"]] == [(CLASSES, DIM)]  # the proxies
-    assert groups["method"]["lr"] == 0.01 and groups["method"]["weight_decay"] == 0.0
+    assert set(groups) == {"losses", "adversary"}
+    assert [tuple(p.shape) for p in groups["losses"]["params"]] == [(CLASSES, DIM)]  # the proxies
+    assert groups["losses"]["lr"] == 0.01 and groups["losses"]["weight_decay"] == 0.0
     assert [tuple(p.shape) for p in groups["adversary"]["params"]] == [(16, FEATURES), (16,), (CLASSES, 16),
                                                                        (CLASSES,)]
     assert groups["adversary"]["lr"] == 0.05 and groups["adversary"]["weight_decay"] == 0.1

@@ -147,11 +147,11 @@ def test_the_optimizer_holds_the_metric_layer_once_at_its_multiplied_lr(multipli
     held = [id(p) for g in groups.values() for p in g["params"]]
     owned = [*c.model.parameters(), *c.method.parameters()]
     assert sorted(held) == sorted(id(p) for p in owned)  # every parameter exactly once
-    assert set(groups) == {"backbone", "method", "metric_layer", "metric_layer_bias"}  # the heads group emptied
+    assert set(groups) == {"backbone", "losses", "metric_layer", "metric_layer_bias"}  # the heads group emptied
     assert groups["metric_layer"]["params"] == [layer.weight] and groups["metric_layer_bias"]["params"] == [layer.bias]
     assert groups["metric_layer"]["lr"] == groups["metric_layer_bias"]["lr"] == pytest.approx(0.002 * multiplier)
     assert groups["metric_layer"]["weight_decay"] == 0.1 and groups["metric_layer_bias"]["weight_decay"] == 0.0
-    assert groups["backbone"]["lr"] == groups["method"]["lr"] == 0.002  # the proxies stay at the lr
+    assert groups["backbone"]["lr"] == groups["losses"]["lr"] == 0.002  # the proxies stay at the lr
 
 
 def test_terms_stay_fp32_under_bf16_autocast():

@@ -363,11 +363,11 @@ def test_configuration_errors(splits):
 
 
 def test_param_groups():
-    method, model = make_method(*MARGIN, "loss.learn_beta=true", "method.projection_lr=0.5", "method.loss_lr=0.25",
+    method, model = make_method(*MARGIN, "loss.learn_beta=true", "method.projection_lr=0.5", "optimizer.loss_lr=0.25",
                                 "method.projection_weight_decay=0.125")
     assert model.output_dims["shared"] == 6 and isinstance(method, Sharing)
     losses, projection = method.param_groups(model, lr=1.0, weight_decay=0.01)
-    assert (losses["name"], losses["lr"], losses["weight_decay"], len(losses["params"])) == ("method", 0.25, 0.0, 2)
+    assert (losses["name"], losses["lr"], losses["weight_decay"], len(losses["params"])) == ("losses", 0.25, 0.0, 2)
     assert [tuple(q.shape) for q in losses["params"]] == [(12,), (3,)]  # β per class, β per surrogate class
     assert (projection["name"], projection["lr"], projection["weight_decay"]) == ("projection", 0.5, 0.125)
     assert [tuple(q.shape) for q in projection["params"]] == [(512, 6), (512,), (8, 512), (8,)]

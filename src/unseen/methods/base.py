@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 from pydantic import ValidationError
+from pytorch_metric_learning.losses import BaseMetricLossFunction
 from torch import nn
 
 from unseen.config import LossConfig, MinerConfig, SamplerConfig, Section, describe_validation_error, resolve_steps
@@ -80,6 +81,7 @@ class MethodContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     embed: Callable[[str], np.ndarray] | None = None
     output_dims: dict[str, int] = field(default_factory=dict)
+    loss_lr: float | None = None  # `optimizer.loss_lr`: the losses' own parameters' lr; None: the lr
     step: int = 0
 
     @property
@@ -158,10 +160,25 @@ class Method(nn.Module):
         return spec
 
     def param_groups(self, model: EmbeddingModel, lr: float, weight_decay: float) -> list[dict]:
-        """Optimizer groups of the method's own parameters (the base loss's proxies or margins, adversaries...).
-        A group may also list parameters of `model`; those then leave the network's own groups."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        return [{"name": "method", "params": params, "lr": lr, "weight_decay": 0.0}] if params else []
+        """Optimizer groups of the method's own parameters: `losses` (the metric losses' proxies or margins, at
+        `optimizer.loss_lr`, no weight decay) and `method` (its other modules, at lr with the weight decay). A
+        method may add groups, also of parameters of `model`; those then leave the network's own groups."""
+        return self.own_groups(lr, weight_decay)
+
+    def own_groups(self, lr: float, weight_decay: float, exclude: nn.Module | None = None) -> list[dict]:
+        """The `losses` and `method` groups of this module's parameters, leaving out those of `exclude`."""
+        left_out = {id(p) for p in exclude.parameters()} if exclude is not None else set()
+        losses, seen = [], set(left_out)
+        for module in self.modules():
+            if isinstance(module, BaseMetricLossFunction):
+                for p in module.parameters():
+                    if p.requires_grad and id(p) not in seen:
+                        losses.append(p)
+                        seen.add(id(p))
+        others = [p for p in self.parameters() if p.requires_grad and id(p) not in seen]
+        groups = [{"name": "losses", "params": losses, "lr": self.ctx.loss_lr or lr, "weight_decay": 0.0}]
+        groups.append({"name": "method", "params": others, "lr": lr, "weight_decay": weight_decay})
+        return [g for g in groups if g["params"]]
 
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one plan (fixed for the run): by default one class-balanced pass, ceil(C / P)."""

@@ -125,8 +125,6 @@ class ClassAdversarial(Method):
         (`adversary_lr`, the optimizer's weight decay)."""
         if self.adversary is None:
             return super().param_groups(model, lr, weight_decay)
-        own = {id(p) for p in self.adversary.parameters()}
-        others = [p for p in self.parameters() if p.requires_grad and id(p) not in own]
-        groups = [{"name": "method", "params": others, "lr": lr, "weight_decay": 0.0}] if others else []
-        return [*groups, {"name": "adversary", "params": list(self.adversary.parameters()),
-                          "lr": self.params.adversary_lr or lr, "weight_decay": weight_decay}]
+        return [*self.own_groups(lr, weight_decay, exclude=self.adversary),
+                {"name": "adversary", "params": list(self.adversary.parameters()),
+                 "lr": self.params.adversary_lr or lr, "weight_decay": weight_decay}]

@@ -9,7 +9,8 @@ embedding, P×K class-balanced batches) with shared steps (the configured loss o
 K images), one optimizer step each, both with `decorrelation_weight` × the decorrelation loss:
 
 - `variant: mic`: a group is a surrogate class, a cluster of early-layer features with each class's mean removed
-  (faiss k-means, K = `num_shared_clusters`), re-clustered every `recluster_every` epochs on the shared embedding;
+  (faiss k-means, K = `num_shared_clusters`), re-clustered on the shared embedding every `recluster_every`
+  steps (at the next plan);
 - `variant: sharing`: a group is K random images; the triplets pull an anchor to its group mates (mostly other
   classes) and push it from distance-weighted negatives of other groups and classes (`methods/surrogate.py`).
 """
@@ -63,8 +64,6 @@ class Sharing(ClusteredRows, Method):
         projection_lr_multiplier: PositiveFloat = Field(
             50.0, description="lr of R relative to the network's when projection_lr is null (the authors' code: 50×)")
         projection_weight_decay: float = Field(1e-6, ge=0, description="weight decay of R (code: 1e-6)")
-        loss_lr: PositiveFloat | None = Field(
-            None, description="lr of the losses' own parameters (margins β, proxies); null: optimizer.lr")
         class_task_p: float = Field(1.0, ge=0, le=1, description="fraction of iterations with a class step")
         shared_task_p: float | None = Field(
             None, ge=0, le=1, description="fraction of iterations with a shared step; null: 0.8 (mic), 1.0 (sharing)")
@@ -102,14 +101,13 @@ class Sharing(ClusteredRows, Method):
         return SHARED_TASK_P[p.variant] if p.shared_task_p is None else p.shared_task_p
 
     def param_groups(self, model: EmbeddingModel, lr: float, weight_decay: float) -> list[dict]:
-        """The losses' own parameters (`loss_lr`, no weight decay) and the projection R (`projection_lr`, else
-        `projection_lr_multiplier` × lr; `projection_weight_decay`)."""
+        """The losses' own parameters (`optimizer.loss_lr`, no weight decay) and the projection R (`projection_lr`,
+        else `projection_lr_multiplier` × lr; `projection_weight_decay`)."""
         p = self.params
-        losses = [q for q in [*self.base_loss.parameters(), *self.shared_loss.parameters()] if q.requires_grad]
-        groups = [{"name": "method", "params": losses, "lr": p.loss_lr or lr, "weight_decay": 0.0}] if losses else []
-        return [*groups, {"name": "projection", "params": list(self.decorrelation.parameters()),
-                          "lr": p.projection_lr or p.projection_lr_multiplier * lr,
-                          "weight_decay": p.projection_weight_decay}]
+        return [*self.own_groups(lr, weight_decay, exclude=self.decorrelation),
+                {"name": "projection", "params": list(self.decorrelation.parameters()),
+                 "lr": p.projection_lr or p.projection_lr_multiplier * lr,
+                 "weight_decay": p.projection_weight_decay}]
 
     # -- schedule ----------------------------------------------------------------------------------
     def iterations_per_epoch(self) -> int:

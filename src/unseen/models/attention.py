@@ -1,4 +1,4 @@
-"""Attention pooling of an intermediate feature map (Al-Kaabi et al. 2021; our design, ../shared/METHODS.md §2.3).
+"""Attention pooling of an intermediate feature map (Al-Kaabi et al. 2021; our design, docs/methods.md).
 
 A tap h (B×C×H×W) becomes one vector g = Σ_u A(u)·h'(u) over its H×W positions u, where
 - h' = h, or with channel attention (squeeze-and-excitation, Hu et al. 2018) h'_c = a_c·h_c,

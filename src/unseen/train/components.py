@@ -124,7 +124,7 @@ def build_network(config: Config, in_chans: int, ctx: MethodContext) -> tuple[Me
 def method_context(config: Config, num_classes: int, **fields) -> MethodContext:
     return MethodContext(loss=config.loss, miner=config.miner, sampler=config.sampler, num_classes=num_classes,
                          embedding_dim=config.model.embedding_dim, seed=config.train.seed,
-                         total_steps=config.train.steps or 0, **fields)
+                         total_steps=config.train.steps or 0, loss_lr=config.optimizer.loss_lr, **fields)
 
 
 def build_components(config: Config, splits: Splits | None = None, progress: bool = False) -> Components:
