@@ -7,6 +7,8 @@ Splits, or one per rank), "resume" (continue run_dir from its last checkpoint), 
 writing its first last.pt, as a killed run), "embed" (pickled Tables, each embedded by every process after training),
 "plans" (how many epochs' plans to save)}. Each process writes run_dir/rank<r>.json: fit()'s results, or the error a
 run stopped with; run_dir/embed<i>-rank<r>.npy; run_dir/plan<e>-rank<r>.npz: its part of epoch e's batches.
+A run {"run_dir", "gather": true} instead gathers 3 + r rows from process r with `gather_rows`, backpropagates the
+sum of the gathered rows times their position, and saves the gathered rows and the local gradient.
 """
 
 import json
@@ -16,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import unseen.train.trainer as trainer_module
 from unseen.config import load_config
@@ -39,9 +42,19 @@ def crash_after_the_first_checkpoint() -> None:
     trainer_module.save_checkpoint = save_then_die
 
 
+def gather(run_dir: Path, rank: int) -> None:
+    rows = torch.full((3 + rank, 2), float(rank), requires_grad=True)
+    gathered = distributed.gather_rows(rows)
+    (gathered * torch.arange(len(gathered)).float()[:, None]).sum().backward()
+    np.savez(run_dir / f"gather-rank{rank}.npz", gathered=gathered.detach().numpy(), grad=rows.grad.numpy())
+
+
 def train(run: dict) -> None:
     rank = int(os.environ["RANK"])
     run_dir = Path(run["run_dir"])
+    if run.get("gather"):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return gather(run_dir, rank)
     splits = run["splits"][rank] if isinstance(run["splits"], list) else run["splits"]
     overrides = run.get("overrides", [])
     overrides = overrides[rank] if overrides and isinstance(overrides[0], list) else overrides

@@ -193,14 +193,16 @@ def test_a_killed_two_process_run_resumes_to_the_weights_of_an_uninterrupted_one
         torch.testing.assert_close(alone[name], value, atol=1e-5, rtol=0, msg=name)
 
 
-def test_processes_that_disagree_stop_with_one_line_naming_what(tmp_path, splits, pattern_table):
+def test_processes_that_disagree_stop_with_one_line_naming_what_and_uneven_parts_gather(tmp_path, splits,
+                                                                                        pattern_table):
     data = pickled(splits, tmp_path / "splits.pkl")
     other = pickled(Splits(**{**vars(splits), "train": pattern_table(8, 5, seed=9, name="train")}), tmp_path / "o.pkl")
     runs = {"config": {"overrides": [TINY, [*TINY, "train.seed=1"]], "splits": data},
             "data": {"overrides": TINY, "splits": [data, other]},
             "batch": {"overrides": [*TINY, "sampler.classes_per_batch=3", "sampler.samples_per_class=3"],
                       "splits": data}}
-    done = launch([{"run_dir": str(tmp_path / name), **run} for name, run in runs.items()], tmp_path)
+    job = [{"run_dir": str(tmp_path / name), **run} for name, run in runs.items()]
+    done = launch([*job, {"run_dir": str(tmp_path / "gather"), "gather": True}], tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     expected = {
         "config": ("ConfigError", "train.seed: the processes disagree (rank 1: 1, rank 0: 0); give every process the "
@@ -212,6 +214,13 @@ def test_processes_that_disagree_stop_with_one_line_naming_what(tmp_path, splits
     }
     for name, (error, message) in expected.items():
         assert rank_results(tmp_path / name) == [{"error": error, "message": message}] * 2, name
+    # 3 rows from rank 0 and 4 from rank 1 (as D&C's smaller cluster batches may split): all 7 in rank order on both;
+    # each process's gradient is its own rows' (their positions), times 2 processes.
+    gathered = [np.load(tmp_path / "gather" / f"gather-rank{r}.npz") for r in (0, 1)]
+    for part in gathered:
+        np.testing.assert_array_equal(part["gathered"][:, 0], [0, 0, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(gathered[0]["grad"][:, 0], [0, 2, 4])
+    np.testing.assert_array_equal(gathered[1]["grad"][:, 0], [6, 8, 10, 12])
 
 
 def test_in_one_process_nothing_changes(splits):
