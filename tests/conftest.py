@@ -17,7 +17,7 @@ def make_pattern_table(num_classes: int, per_class: int, seed: int, name: str, o
     return table_from_labels(labels, images=images.astype(np.uint8).reshape(-1, 12, 12), name=name)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def pattern_table():
     return make_pattern_table
 

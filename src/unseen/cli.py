@@ -43,6 +43,7 @@ def train(
 ) -> None:
     """Train an embedding; evaluates on validation while training and on the test split at the end."""
     from unseen.config import load_config
+    from unseen.train import distributed
     from unseen.train.components import check_config
     from unseen.train.trainer import Trainer
 
@@ -59,14 +60,18 @@ def train(
             raise ConfigError("train: give a CONFIG file (e.g. configs/omniglot/baseline.yaml) or --resume RUN_DIR")
         cfg = load_config(config, _with_data_root(overrides, data_root))
         check_config(cfg)
-        out = out or Path("runs") / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        distributed.start(cfg)  # under torchrun: the processes name the run dir by rank 0's clock
+        out = out or Path("runs") / f"{config.stem}-{distributed.agree(time.strftime('%Y%m%d-%H%M%S'))}"
         if (out / "checkpoints" / "last.pt").exists():
             raise CheckpointError(f"{out}: already holds a run; continue it with --resume {out} or pick another --out")
         trainer = Trainer(cfg, out, progress=progress)
-    typer.echo(f"run dir: {trainer.run_dir}")
+    if distributed.is_main():
+        typer.echo(f"run dir: {trainer.run_dir}")
     results = trainer.fit()
-    _print_metrics(f"test ({results['selection']})", results["test"])
-    typer.echo(f"metrics: {trainer.run_dir / 'metrics.json'}")
+    if distributed.is_main():
+        _print_metrics(f"test ({results['selection']})", results["test"])
+        typer.echo(f"metrics: {trainer.run_dir / 'metrics.json'}")
+    distributed.stop()
 
 
 @app.command()

@@ -154,6 +154,9 @@ class TrainConfig(Section):
     device: str = "auto"
     log_every: PositiveInt = 20
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
+    distributed_loss: Literal["global", "local"] = Field(
+        "global", description="under torchrun: the loss of the whole batch, gathered from every process (global), "
+        "or each process's loss on its own part (local)")
 
 
 class EvaluationConfig(Section):

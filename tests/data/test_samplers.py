@@ -68,3 +68,15 @@ def test_items_pair_rows_with_seeds_and_skip_done_batches():
     assert len(items) == len(plan) - 1
     assert [row for row, _ in items[0]] == plan.indices[1].tolist()
     assert [seed for _, seed in items[0]] == plan.seeds[1].tolist()
+
+
+def test_shards_of_a_plan_are_contiguous_parts_whose_union_is_the_plan():
+    plan = ClassBalancedBatchSampler(labels_with_counts([4] * 9), classes_per_batch=3, samples_per_class=3, seed=2,
+                                     ).epoch(0)
+    for world_size in (1, 2, 3, 4):  # 9 images per batch: parts of 9; 5 + 4; 3 × 3; 3 + 2 + 2 + 2
+        parts = [plan.shard(rank, world_size) for rank in range(world_size)]
+        for b in range(len(plan)):
+            np.testing.assert_array_equal(np.concatenate([p.indices[b] for p in parts]), plan.indices[b])
+            np.testing.assert_array_equal(np.concatenate([p.seeds[b] for p in parts]), plan.seeds[b])
+            assert max(len(p.indices[b]) for p in parts) - min(len(p.indices[b]) for p in parts) <= 1
+        assert all(p.streams == plan.streams and len(p) == len(plan) for p in parts)

@@ -74,3 +74,18 @@ def test_command_line_train_evaluate_embed(tmp_path, omniglot_root):
 
     again = run_cli("train", str(config), "--out", str(run), cwd=tmp_path)
     assert again.returncode == 2 and "already holds a run" in again.stderr
+
+
+def test_torchrun_trains_one_run_from_the_command_line(tmp_path, omniglot_root):
+    """Two gloo processes under torchrun: one run directory, named by rank 0's clock; rank 0 alone prints and writes."""
+    config = Path(__file__).resolve().parents[2] / "configs/omniglot/baseline.yaml"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "unseen",
+               "train", str(config), "train.steps=20", "train.validate_every=10", "train.threads=1", "--no-progress"]
+    done = subprocess.run(command, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    (run,) = (tmp_path / "runs").iterdir()
+    assert done.stdout.count("run dir: ") == 1 and done.stdout.count("metrics: ") == 1
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history if r["kind"] == "val"] == [10, 20]
+    assert json.loads((run / "metrics.json").read_text())["test"]["recall@1"] > 0.3

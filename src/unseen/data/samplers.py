@@ -40,6 +40,13 @@ class BatchPlan:
             for rows, seeds in zip(self.indices[start:], self.seeds[start:], strict=True)
         ]
 
+    def shard(self, rank: int, world_size: int) -> BatchPlan:
+        """Part `rank` of `world_size` of every batch: a contiguous run of its rows with their seeds, so that the
+        parts in rank order are the batch (data-parallel training; parts differ by at most one row when a batch does
+        not divide evenly)."""
+        return BatchPlan([np.array_split(rows, world_size)[rank] for rows in self.indices],
+                         [np.array_split(seeds, world_size)[rank] for seeds in self.seeds], self.streams)
+
 
 class ClassBalancedBatchSampler:
     """P classes × K images per batch; classes with fewer than K (but 2+) images are repeated or dropped.

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from unseen.train.distributed import once
+
 
 def derive_seed(*values: int) -> int:
     """A seed in [0, 2³¹) that is a pure function of `values` (train.seed, epoch, cluster...)."""
@@ -76,8 +78,10 @@ class ClusteredRows:
     def recluster(self, vectors: np.ndarray, k: int, *, seed: int, iterations: int, redo: int, started: float,
                   labels: np.ndarray | None = None) -> None:
         """Cluster `vectors` (one row per train row) into k; `started` is when the embedding began (perf_counter);
-        with the rows' class `labels`, the report also says how the clusters split the classes."""
-        new = kmeans(vectors, k, seed=seed, iterations=iterations, redo=redo, threads=torch.get_num_threads())
+        with the rows' class `labels`, the report also says how the clusters split the classes. Under torchrun the
+        k-means runs once, on rank 0, and every process gets its clusters."""
+        new = once(lambda: kmeans(vectors, k, seed=seed, iterations=iterations, redo=redo,
+                                  threads=torch.get_num_threads()))
         if self.assignment is not None and len(self.assignment) == len(new):
             new = match_clusters(self.assignment, new)[new]
         self.assignment = new

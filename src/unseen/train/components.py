@@ -20,6 +20,7 @@ from unseen.evaluation.table import DESCRIPTIONS, Protocol, choose_protocol, eva
 from unseen.methods import METHODS, Method, MethodContext
 from unseen.models.network import EmbeddingModel, build_model
 from unseen.models.spec import ModelSpec
+from unseen.train.distributed import embed_sharded, main_first, once
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,10 +86,11 @@ class Components:
         return build_batch_augment(data.preset)
 
     def embed(self, table: Table, output: str = "class", progress: bool = False) -> np.ndarray:
-        return embed_table(self.model, table, self.transform(train=False), output=output,
-                           batch_size=self.config.evaluation.batch_size, device=self.device,
-                           num_workers=self.config.data.num_workers, progress=progress,
-                           description=f"embed {table.name}")
+        """`output` of every row of `table` (under torchrun: each process embeds a shard, all get every row)."""
+        return embed_sharded(self.model, table, lambda part: embed_table(
+            self.model, part, self.transform(train=False), output=output, batch_size=self.config.evaluation.batch_size,
+            device=self.device, num_workers=self.config.data.num_workers, progress=progress,
+            description=f"embed {table.name}"))
 
     def protocol(self, table: Table) -> Protocol:
         return choose_protocol(self.config.evaluation.protocol, table, self.splits.dataset)
@@ -98,11 +100,13 @@ class Components:
 
     def evaluate(self, table: Table, progress: bool = False, metrics: tuple[str, ...] | None = None,
                  embeddings: np.ndarray | None = None) -> dict[str, float]:
-        """The configured metrics (or `metrics`) of the class embedding on `table` under its protocol."""
+        """The configured metrics (or `metrics`) of the class embedding on `table` under its protocol (under torchrun:
+        computed by rank 0, given to all)."""
         ev = self.config.evaluation
         vectors = self.embed(table, progress=progress) if embeddings is None else embeddings
-        return evaluate_table(vectors, table, self.protocol(table), metrics=metrics or ev.metrics,
-                              recall_at=ev.recall_at, vehicleid_repeats=ev.vehicleid_repeats, progress=progress)
+        return once(lambda: evaluate_table(vectors, table, self.protocol(table), metrics=metrics or ev.metrics,
+                                           recall_at=ev.recall_at, vehicleid_repeats=ev.vehicleid_repeats,
+                                           progress=progress))
 
 
 def build_network(config: Config, in_chans: int, ctx: MethodContext) -> tuple[Method, ModelSpec, EmbeddingModel]:
@@ -136,7 +140,7 @@ def build_components(config: Config, splits: Splits | None = None, progress: boo
                           "need each full image); use 'loader' or 'auto'")
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    splits = splits or build_splits(config.data, progress=progress)
+    splits = splits or main_first(lambda: build_splits(config.data, progress=progress))
     ctx = method_context(config, splits.train.num_classes, train=splits.train, device=device)
     method, spec, model = build_network(config, input_channels(splits.train, config.data.preset), ctx)
     model, method = model.to(device), method.to(device)

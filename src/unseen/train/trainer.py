@@ -13,6 +13,9 @@ protocol, the selection rule and the commit).
 
 Resuming continues exactly, from any checkpoint: an epoch's plan is a pure function of the seed, the epoch and
 the method's checkpointed state, every sample carries its own augmentation seed, and the RNG states are saved.
+
+Under torchrun (`train/distributed.py`) every process runs this loop on its part of each batch; rank 0 alone logs,
+shows progress and writes the run directory.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from unseen.methods import Batch, LossOutput
 from unseen.methods.base import Method
 from unseen.models.network import EmbeddingModel
 from unseen.provenance import commit
+from unseen.train import distributed
 from unseen.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from unseen.train.components import Components, build_components, seed_everything
 
@@ -98,16 +102,20 @@ def build_scheduler(
 
 
 class JsonLines:
-    """An append-only .jsonl file; on resume, lines after the checkpoint's step are dropped."""
+    """An append-only .jsonl file; on resume, lines after the checkpoint's step are dropped. `active=False` (the
+    processes other than rank 0) neither trims nor writes."""
 
-    def __init__(self, path: Path, keep_until_step: int) -> None:
+    def __init__(self, path: Path, keep_until_step: int, active: bool = True) -> None:
         self.path = path
-        if path.exists():
+        self.active = active
+        if active and path.exists():
             lines = [line for line in path.read_text().splitlines() if line.strip()]
             kept = [line for line in lines if json.loads(line).get("step", 0) <= keep_until_step]
             write_text_atomic(path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.active:
+            return
         with self.path.open("a") as file:
             file.write(json.dumps(record) + "\n")
 
@@ -117,10 +125,12 @@ class Trainer:
                  splits: Splits | None = None) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
-        self.progress = progress
+        distributed.start(config)
+        self.progress = progress and distributed.is_main()
         seed_everything(config.train.seed)
-        self.c = build_components(config, splits, progress)
-        self.training_step = TrainingStep(self.c.model, self.c.method)
+        self.c = build_components(config, splits, self.progress)
+        distributed.check_agreement(config, self.c.splits, self.run_dir)
+        self.training_step = distributed.wrap(TrainingStep(self.c.model, self.c.method), config.train.distributed_loss)
         self.optimizer = build_optimizer(self.c)
         self.steps_per_epoch = self.c.method.steps_per_epoch()
         if self.steps_per_epoch < 1:
@@ -202,13 +212,13 @@ class Trainer:
         """Train to the budget, then evaluate the best and the last checkpoints; returns metrics.json."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.started = time.perf_counter()
-        if not self.resumed:
+        if not self.resumed and distributed.is_main():
             for name in ("history.jsonl", "test_trace.jsonl"):
                 (self.run_dir / name).unlink(missing_ok=True)
             write_text_atomic(self.run_dir / "config.yaml", dump_config(self.config))
             self._write_data_records()
-        history = JsonLines(self.run_dir / "history.jsonl", keep_until_step=self.step)
-        trace = JsonLines(self.run_dir / "test_trace.jsonl", keep_until_step=self.step)
+        history = JsonLines(self.run_dir / "history.jsonl", keep_until_step=self.step, active=distributed.is_main())
+        trace = JsonLines(self.run_dir / "test_trace.jsonl", keep_until_step=self.step, active=distributed.is_main())
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not self.progress, leave=False)
         while self.step < self.total_steps:
             self._train_epoch(history, trace, bar)
@@ -225,8 +235,9 @@ class Trainer:
             raise RuntimeError(f"method ({cfg.method.name}): epoch {epoch} planned {len(plan)} batches, but it "
                                f"declared {self.steps_per_epoch} steps per epoch")
         count = min(self.steps_per_epoch - start, self.total_steps - self.step)
+        part = distributed.shard(plan)  # this process's part of each batch (the whole plan in one process)
         loader = DataLoader(ImageDataset(c.splits.train, c.transform(train=True)),
-                            batch_sampler=plan.items(start)[:count], num_workers=cfg.data.num_workers)
+                            batch_sampler=part.items(start)[:count], num_workers=cfg.data.num_workers)
         rng_state = torch.get_rng_state()
         batches = iter(loader)  # a DataLoader draws its base seed from the global RNG: keep the stream as it was
         torch.set_rng_state(rng_state)
@@ -237,11 +248,11 @@ class Trainer:
             images, labels, rows = next(batches)
             images = images.to(c.device, non_blocking=True)
             if augment is not None:
-                images = augment(images, plan.seeds[position])
+                images = augment(images, part.seeds[position])
             stream = plan.stream(position)
             parts = self._step(Batch(images, labels.to(c.device, non_blocking=True), rows, stream))
             self.stream_steps[stream] = self.stream_steps.get(stream, 0) + 1
-            images_seen += len(images)
+            images_seen += len(plan.indices[position])
             for key, value in parts.items():
                 window.setdefault(key, []).append(value)
             rate = images_seen / max(time.perf_counter() - started, 1e-9)
@@ -256,7 +267,8 @@ class Trainer:
                 window.clear()
             if self.step % self.validate_every == 0 or last:
                 self._validate(history, trace)
-                save_checkpoint(self._state(), self.run_dir / "checkpoints" / "last.pt")
+                if distributed.is_main():
+                    save_checkpoint(self._state(), self.run_dir / "checkpoints" / "last.pt")
 
     def _step(self, batch: Batch) -> dict[str, float]:
         c, cfg = self.c, self.config
@@ -290,8 +302,9 @@ class Trainer:
                 raise ConfigError(f"evaluation.select_on: '{key}' is not among the metrics ({', '.join(metrics)})")
             if metrics[key] > self.best["value"]:
                 self.best = {"value": metrics[key], "epoch": self.epoch, "step": self.step, "val": metrics}
-                save_checkpoint({**self._artifact(), "best": dict(self.best)},
-                                self.run_dir / "checkpoints" / "best.pt")
+                if distributed.is_main():
+                    save_checkpoint({**self._artifact(), "best": dict(self.best)},
+                                    self.run_dir / "checkpoints" / "best.pt")
             if self.progress:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
                 tqdm.write(f"step {self.step} val: {shown}")
@@ -320,7 +333,8 @@ class Trainer:
             results["selection"] = "last checkpoint (no validation classes)"
             results["test"] = results["test_last"]
         results["wall_seconds"] = self.wall_seconds
-        write_json_atomic(self.run_dir / "metrics.json", results)
+        if distributed.is_main():
+            write_json_atomic(self.run_dir / "metrics.json", results)
         return results
 
     def _write_data_records(self) -> None:
