@@ -151,6 +151,9 @@ def test_summary_statistics_match_hand_computed_values(spec_file, tmp_path):
     assert paired_gain([0.05])[1:] == (pytest.approx(math.nan, nan_ok=True), "one seed")
     text = summarize(spec, out, tmp_path / "figures", tmp_path, "unseen benchmark summarize out")
     assert "| mic | 2 | 0.8350 ± 0.0071 |" in text and "+2.50 ± 0.50 (helps)" in text
+    for table in [block for block in text.split("\n\n") if block.startswith("|")]:  # well-formed tables
+        widths = {line.count("|") for line in table.splitlines()}
+        assert len(widths) == 1, table
     assert (tmp_path / "figures" / "curves-short-ms.png").is_file()
     assert (tmp_path / "figures" / "bars-short-ms.png").is_file()
 

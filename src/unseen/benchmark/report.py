@@ -67,7 +67,7 @@ def summarize(spec: Spec, out: Path, figures: Path, link_base: Path, command: st
         lines += [f"### Arm `{arm}`, base loss `{loss}` ({steps} steps)", "",
                   "| method | seeds | " + " | ".join(COLUMNS) + " | R@1 (last) | val R@1 | ΔR@1 (pts) ± SE | "
                   "ΔMAP@R (pts) ± SE | steps (class) | min / cell |",
-                  "| --- |" + " --- |" * (len(COLUMNS) + 8)]
+                  "| --- |" + " --- |" * (len(COLUMNS) + 7)]
         for row in rows:
             class_steps = f" ({', '.join(map(str, row['class_steps']))})" if row["class_steps"] and \
                 row["class_steps"] != row["steps"] else ""
