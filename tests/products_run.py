@@ -28,7 +28,7 @@ def write_patterns(folder: Path, num_classes: int, seed: int, prefix: str) -> li
         (folder / f"{prefix}{c:02d}").mkdir(parents=True, exist_ok=True)
         for i in range(PER_CLASS):
             path = folder / f"{prefix}{c:02d}" / f"{i}.png"
-            Image.fromarray(images[c, i]).convert("RGB").save(path)  # grey files would not train: see products.md
+            Image.fromarray(images[c, i]).convert("RGB").save(path)  # RGB files, like the photos users index
             written.append((str(path), f"{prefix}{c:02d}"))
     return written
 
