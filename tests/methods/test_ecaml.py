@@ -14,6 +14,11 @@ from unseen.train.trainer import build_optimizer
 DIM = 8
 
 
+def floats(parts: dict) -> dict[str, float]:
+    """A LossOutput's parts (detached 0-dim tensors or floats) as floats, as the trainer logs them."""
+    return {key: float(value) for key, value in parts.items()}
+
+
 def config(*overrides, method="ecaml"):
     return load_config(None, [f"method.name={method}", "model.channels=[4,8]", f"model.embedding_dim={DIM}",
                               *overrides])
@@ -77,7 +82,7 @@ def test_terms_match_a_slow_reference_on_the_unnormalized_metric_layer_output():
     energy = sum(0.5 * sum((z[i][k] - z[j][k]) ** 2 for k in range(DIM))
                  for i, j in zip(anchors.tolist(), partners.tolist(), strict=True)) / len(anchors)
     penalty = 0.5 / DIM * sum((sum(w * w for w in row) - 1) ** 2 for row in weight)
-    parts = result.parts
+    parts = floats(result.parts)
     assert parts["energy"] == pytest.approx(energy, abs=1e-6)
     assert parts["confusion"] == pytest.approx(math.log(energy), abs=1e-6)
     assert parts["penalty"] == pytest.approx(penalty, abs=1e-6)
@@ -107,7 +112,7 @@ def test_zero_weights_give_the_baseline_loss_and_log_energy_off_gives_e():
     off, _ = ecaml("method.confusion_weight=0", "method.row_norm_weight=0")
     assert off.loss(out, batch, layer).total.item() == expected.item()
     linear, _ = ecaml("method.log_energy=false")
-    parts = linear.loss(out, batch, layer).parts
+    parts = floats(linear.loss(out, batch, layer).parts)
     assert parts["confusion"] == parts["energy"]
 
 

@@ -12,6 +12,11 @@ from unseen.methods.s2sd import similarity_distillation
 from unseen.train.components import build_method
 
 
+def floats(parts: dict) -> dict[str, float]:
+    """A LossOutput's parts (detached 0-dim tensors or floats) as floats, as the trainer logs them."""
+    return {key: float(value) for key, value in parts.items()}
+
+
 def slow_distillation(student, teacher, temperature):
     """mean_i Σ_j q_ij (log q_ij − log p_ij) · T², p/q the row softmax of the cosine similarities / T."""
     def rows(x):
@@ -68,8 +73,8 @@ def test_the_total_is_base_plus_each_targets_loss_and_weighted_distillation():
         target = F.normalize(head(out["fused"]), dim=-1)
         term = method.base_objective(target, batch.labels, method.target_losses[k])
         distillation = similarity_distillation(out["class"], target, 1.0)
-        assert result.parts[f"target{k}"] == pytest.approx(term.item(), abs=1e-6)
-        assert result.parts[f"distillation{k}"] == pytest.approx(distillation.item(), abs=1e-6)
+        assert float(result.parts[f"target{k}"]) == pytest.approx(term.item(), abs=1e-6)
+        assert float(result.parts[f"distillation{k}"]) == pytest.approx(distillation.item(), abs=1e-6)
         expected = expected + term + 3 * distillation
     assert result.total.item() == pytest.approx(expected.item(), abs=1e-5)
     assert [head[-1].out_features for head in method.targets] == [16, 32]
@@ -90,7 +95,7 @@ def test_feature_distillation_adds_its_weighted_term():
     method, model = make("method.feature_distillation=true", "method.feature_distillation_weight=2")
     batch = pk_batch()
     out = model(batch.images)
-    parts = method.loss(out, batch).parts
+    parts = floats(method.loss(out, batch).parts)
     assert parts["feature_distillation"] == pytest.approx(
         similarity_distillation(out["class"], out["features"], 1.0).item(), abs=1e-6)
 

@@ -310,7 +310,7 @@ def test_shared_task_of_mic_is_the_loss_on_surrogate_labels_with_noise_kept(patt
         return np.mean([v for v in pos if v > 0]) + np.mean([v for v in neg if v > 0])
 
     result = method.loss(out, as_batch(train, rows, "shared"))
-    assert result.parts["shared"] == pytest.approx(contrastive(), abs=1e-6)
+    assert float(result.parts["shared"]) == pytest.approx(contrastive(), abs=1e-6)
 
 
 def test_shared_task_of_sharing_is_the_loss_on_its_own_triplets_not_the_miners(pattern_table):
@@ -329,7 +329,7 @@ def test_shared_task_of_sharing_is_the_loss_on_its_own_triplets_not_the_miners(p
         assert groups[p] == groups[a] and groups[n] != groups[a] and batch.labels[n] != batch.labels[a]
         losses.append(max(0.0, float(torch.linalg.norm(x[a] - x[p]) - torch.linalg.norm(x[a] - x[n])) + 0.2))
     expected = np.mean([v for v in losses if v > 0])  # PML's reduction: the mean of the non-zero
-    assert len(losses) == 8 and method.loss(out, batch).parts["shared"] == pytest.approx(expected, abs=1e-6)
+    assert len(losses) == 8 and float(method.loss(out, batch).parts["shared"]) == pytest.approx(expected, abs=1e-6)
 
 
 def test_loss_adds_the_weighted_decorrelation_to_each_task(pattern_table):
@@ -338,7 +338,7 @@ def test_loss_adds_the_weighted_decorrelation_to_each_task(pattern_table):
     out = {"class": F.normalize(torch.randn(8, 8), dim=-1), "shared": F.normalize(torch.randn(8, 6), dim=-1)}
     for stream in ("class", "shared"):
         result = method.loss(out, as_batch(train, np.arange(8), stream))
-        task = result.parts["base" if stream == "class" else "shared"]
+        task = float(result.parts["base" if stream == "class" else "shared"])
         expected = task + 250 * float(method.decorrelation(out["class"], out["shared"]).detach())
         assert result.total.item() == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="unknown batch stream 'other'"):

@@ -3,11 +3,15 @@
 `loss.name=MultiSimilarityLoss loss.alpha=2` builds `MultiSimilarityLoss(alpha=2)`. Arguments that take
 objects accept names: `loss.distance=CosineSimilarity`, `loss.reducer=MeanReducer`. Losses that need the
 number of classes or the embedding size (proxy and classification losses) get them from the run.
+
+`metric_loss` applies a loss and a miner in full precision: under bf16 autocast PML's distances (a matmul) would
+otherwise run in bf16, and with them the miners' choices, the exp / logsumexp and the losses' sentinel values.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_metric_learning.distances as pml_distances
@@ -15,6 +19,7 @@ import pytorch_metric_learning.losses as pml_losses
 import pytorch_metric_learning.miners as pml_miners
 import pytorch_metric_learning.reducers as pml_reducers
 import pytorch_metric_learning.regularizers as pml_regularizers
+import torch
 from torch import nn
 
 from unseen.errors import ConfigError
@@ -72,6 +77,27 @@ def build_miner(name: str | None, kwargs: dict[str, Any]) -> nn.Module | None:
             raise ConfigError(f"miner: arguments {sorted(kwargs)} given but miner.name is null")
         return None
     return _construct(MINERS.get(name), dict(kwargs), "miner")
+
+
+def full_precision(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a metric term computes in: float32, or float64 for float64 inputs (a float64 model, tests)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def metric_loss(
+    loss: Callable[..., torch.Tensor],
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    miner: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
+) -> torch.Tensor:
+    """`loss(embeddings, labels, miner(embeddings, labels))` (no tuples without a miner) in fp32 (fp64 for float64
+    embeddings) with autocast off, so that the similarity matrices, the miner's choice of tuples, exp / logsumexp
+    and the sentinel values are those of the fp32 run also when the network runs under bf16 autocast. Without
+    autocast, the same as calling the two on `embeddings.float()`."""
+    with torch.autocast(embeddings.device.type, enabled=False):
+        embeddings = embeddings.to(full_precision(embeddings.dtype))
+        tuples = miner(embeddings, labels) if miner is not None else None
+        return loss(embeddings, labels, tuples)
 
 
 def _construct(cls: type, kwargs: dict[str, Any], section: str) -> nn.Module:

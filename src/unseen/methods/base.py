@@ -34,7 +34,7 @@ from unseen.config import LossConfig, MinerConfig, SamplerConfig, Section, descr
 from unseen.data.base import Table
 from unseen.data.samplers import BatchPlan, ClassBalancedBatchSampler
 from unseen.errors import ConfigError
-from unseen.losses.factory import build_loss, build_miner
+from unseen.losses.factory import build_loss, build_miner, metric_loss
 from unseen.registry import Registry
 
 if TYPE_CHECKING:
@@ -58,10 +58,13 @@ class Batch:
 
 @dataclass
 class LossOutput:
-    """The loss to minimize and its named parts (floats, for history.jsonl and the progress bar)."""
+    """The loss to minimize and its named parts, for history.jsonl and the progress bar: detached 0-dim tensors
+    (`value.detach()`, never `float(value)`: that would wait for the device once per part and step), or floats a
+    method knows without the device (a schedule's λ, clustering statistics). The trainer reads them as floats
+    only when it logs."""
 
     total: torch.Tensor
-    parts: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, torch.Tensor | float] = field(default_factory=dict)
 
 
 @dataclass
@@ -201,7 +204,7 @@ class Method(nn.Module):
     def loss(self, out: dict[str, torch.Tensor], batch: Batch) -> LossOutput:
         """The loss from the network's named outputs; the baseline: the base loss on the class embedding."""
         total = self.base_objective(out["class"], batch.labels)
-        return LossOutput(total, {"base": float(total.detach())})
+        return LossOutput(total, {"base": total.detach()})
 
     # -- shared helpers ----------------------------------------------------------------------------
     def base_objective(
@@ -211,13 +214,11 @@ class Method(nn.Module):
         loss: nn.Module | None = None,
         mine: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
     ) -> torch.Tensor:
-        """The configured metric loss (or another instance of it, e.g. one per D&C learner) on `embeddings` in fp32,
-        its pairs or triplets chosen by the configured miner, or by `mine(embeddings, labels)` (Sharing's
-        triplets). Every method's metric terms go through here."""
-        embeddings = embeddings.float()
-        miner = mine or self.miner
-        tuples = miner(embeddings, labels) if miner is not None else None
-        return (loss or self.base_loss)(embeddings, labels, tuples)
+        """The configured metric loss (or another instance of it, e.g. one per D&C learner) on `embeddings`, its
+        pairs or triplets chosen by the configured miner, or by `mine(embeddings, labels)` (Sharing's triplets).
+        Loss and miner run in fp32 (fp64 for float64 embeddings) with autocast off (`metric_loss`), also under
+        train.precision=bf16. Every method's metric terms go through here."""
+        return metric_loss(loss or self.base_loss, embeddings, labels, mine or self.miner)
 
     def sampler(self) -> ClassBalancedBatchSampler:
         """The class-balanced P×K sampler over the training table."""

@@ -28,6 +28,7 @@ from torch import nn
 
 from unseen.config import Section
 from unseen.errors import ConfigError
+from unseen.losses.factory import full_precision
 from unseen.losses.grl import GradientReversal, dann_schedule
 from unseen.methods.base import Batch, LossOutput, Method, MethodContext
 from unseen.models.network import EmbeddingModel
@@ -110,14 +111,16 @@ class ClassAdversarial(Method):
         linear layer (placement subspace only)."""
         base = self.base_objective(out["class"], batch.labels)
         if self.adversary is None:
-            return LossOutput(base, {"base": float(base.detach())})
+            return LossOutput(base, {"base": base.detach()})
         self.reversal.scale = self.reversal_scale(self.ctx.progress)
-        # cross-entropy runs in fp32 under autocast
+        # The adversary (linear layers) may run in bf16 under autocast; its log-softmax / cross-entropy runs in fp32.
         logits = self.adversary(self.reversal(self.adversary_input(out, class_layer)))
-        adversary = F.cross_entropy(logits, batch.labels)
-        accuracy = (logits.detach().argmax(dim=1) == batch.labels).float().mean()
-        parts = {"base": float(base.detach()), "adversary": float(adversary.detach()),
-                 "adversary_accuracy": float(accuracy), "lambda": self.reversal.scale}
+        with torch.autocast(logits.device.type, enabled=False):
+            logits = logits.to(full_precision(logits.dtype))
+            adversary = F.cross_entropy(logits, batch.labels)
+            accuracy = (logits.detach().argmax(dim=1) == batch.labels).float().mean()
+        parts = {"base": base.detach(), "adversary": adversary.detach(), "adversary_accuracy": accuracy,
+                 "lambda": self.reversal.scale}
         return LossOutput(base + adversary, parts)
 
     def param_groups(self, model: EmbeddingModel, lr: float, weight_decay: float) -> list[dict]:

@@ -32,7 +32,7 @@ from pydantic import Field, PositiveInt
 from unseen.config import Section, Steps
 from unseen.data.samplers import BatchPlan, ClassBalancedBatchSampler
 from unseen.errors import ConfigError
-from unseen.losses.factory import build_loss
+from unseen.losses.factory import build_loss, full_precision
 from unseen.methods.base import Batch, LossOutput, Method, MethodContext
 from unseen.methods.clustering import ClusteredRows, derive_seed
 from unseen.models.spec import ModelSpec
@@ -201,11 +201,13 @@ class DivideAndConquer(ClusteredRows, Method):
         parts = self.clustering_report()
         if batch.stream == "cluster" and self.ctx.step < self.full_embedding_step:
             c = self.cluster_of(batch.rows)
-            piece = F.normalize(out["class"][:, c * self.slice_dim : (c + 1) * self.slice_dim].float(), dim=-1)
+            piece = out["class"][:, c * self.slice_dim : (c + 1) * self.slice_dim]
+            with torch.autocast(piece.device.type, enabled=False):
+                piece = F.normalize(piece.to(full_precision(piece.dtype)), dim=-1)
             total = self.base_objective(piece, batch.labels, self.slice_losses[c])
         else:
             total = self.base_objective(out["class"], batch.labels)
-        return LossOutput(total, {"base": float(total.detach()), **parts})
+        return LossOutput(total, {"base": total.detach(), **parts})
 
 
 def cluster_stream(rows: np.ndarray, sampler: ClassBalancedBatchSampler, length: int) -> BatchPlan:

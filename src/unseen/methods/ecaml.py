@@ -68,7 +68,7 @@ class ECAML(Method):
         confusion, energy, penalty = self.confusion_terms(out["features"], batch, metric_layer)
         total = base + self.params.confusion_weight * confusion + penalty
         parts = {"base": base, "confusion": confusion, "energy": energy, "penalty": penalty}
-        return LossOutput(total, {key: float(value.detach()) for key, value in parts.items()})
+        return LossOutput(total, {key: value.detach() for key, value in parts.items()})
 
     def confusion_terms(
         self, features: torch.Tensor, batch: Batch, layer: nn.Linear
@@ -86,7 +86,8 @@ class ECAML(Method):
                 energy = z.sum() * 0.0
                 confusion = energy
             else:
-                energy = confusion_energy(z, anchors.to(z.device), partners.to(z.device))
+                energy = confusion_energy(z, anchors.to(z.device, non_blocking=True),
+                                          partners.to(z.device, non_blocking=True))
                 confusion = energy.log() if p.log_energy else energy
             penalty = row_norm_penalty(weight, p.row_norm_weight)
         return confusion, energy, penalty

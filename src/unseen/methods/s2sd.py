@@ -25,18 +25,21 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import nn
 
 from unseen.config import Section
-from unseen.losses.factory import build_loss
+from unseen.losses.factory import build_loss, full_precision
 from unseen.methods.base import Batch, LossOutput, Method, MethodContext
 
 
 def similarity_distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """T² · mean over anchors i of KL(softmax(S_teacher[i]/T) ‖ softmax(S_student[i]/T)), with S = x xᵀ of the
-    L2-normalized rows; the teacher is detached. In fp32."""
-    s = F.normalize(student.float(), dim=-1)
-    t = F.normalize(teacher.detach().float(), dim=-1)
-    log_student = F.log_softmax(s @ s.T / temperature, dim=-1)
-    log_teacher = F.log_softmax(t @ t.T / temperature, dim=-1)
-    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
+    L2-normalized rows; the teacher is detached. In fp32 (fp64 for float64 inputs) with autocast off: under autocast
+    the similarity matmuls would run in bf16."""
+    dtype = full_precision(torch.promote_types(student.dtype, teacher.dtype))
+    with torch.autocast(student.device.type, enabled=False):
+        s = F.normalize(student.to(dtype), dim=-1)
+        t = F.normalize(teacher.detach().to(dtype), dim=-1)
+        log_student = F.log_softmax(s @ s.T / temperature, dim=-1)
+        log_teacher = F.log_softmax(t @ t.T / temperature, dim=-1)
+        return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
 
 
 class S2SD(Method):
@@ -70,17 +73,20 @@ class S2SD(Method):
         p = self.params
         student = out["class"]
         base = self.base_objective(student, batch.labels)
-        parts = {"base": float(base.detach())}
+        parts: dict[str, torch.Tensor | float] = {"base": base.detach()}
         total = base
         for k, (head, target_loss) in enumerate(zip(self.targets, self.target_losses, strict=True)):
-            target = F.normalize(head(out["fused"]).float(), dim=-1)
+            # the head may run in bf16 under autocast; its embedding is normalized and scored in fp32
+            hidden = head(out["fused"])
+            with torch.autocast(hidden.device.type, enabled=False):
+                target = F.normalize(hidden.to(full_precision(hidden.dtype)), dim=-1)
             term = self.base_objective(target, batch.labels, target_loss)
             distillation = similarity_distillation(student, target, p.temperature)
             total = total + term + p.distillation_weight * distillation
-            parts[f"target{k}"] = float(term.detach())
-            parts[f"distillation{k}"] = float(distillation.detach())
+            parts[f"target{k}"] = term.detach()
+            parts[f"distillation{k}"] = distillation.detach()
         if p.feature_distillation:
             features = similarity_distillation(student, out["features"], p.temperature)
             total = total + p.feature_distillation_weight * features
-            parts["feature_distillation"] = float(features.detach())
+            parts["feature_distillation"] = features.detach()
         return LossOutput(total, parts)

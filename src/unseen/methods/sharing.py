@@ -198,8 +198,7 @@ class Sharing(ClusteredRows, Method):
             raise ValueError(f"sharing: unknown batch stream {batch.stream!r} (expected 'class' or 'shared')")
         decorrelation = self.decorrelation(out["class"], out["shared"])
         total = task + self.params.decorrelation_weight * decorrelation
-        return LossOutput(total, {name: float(task.detach()), "decorrelation": float(decorrelation.detach()),
-                                  **parts})
+        return LossOutput(total, {name: task.detach(), "decorrelation": decorrelation.detach(), **parts})
 
     def shared_objective(self, embeddings: torch.Tensor, batch: Batch) -> torch.Tensor:
         """The shared task's instance of the configured loss on a batch of P groups × K images: MIC with the
@@ -209,7 +208,8 @@ class Sharing(ClusteredRows, Method):
         if self.params.variant == "mic":
             if self.assignment is None:
                 raise RuntimeError("sharing (mic): a shared batch before the training set was clustered")
-            labels = torch.from_numpy(group_labels(self.assignment, rows, size)).to(embeddings.device)
+            labels = torch.from_numpy(group_labels(self.assignment, rows, size)).to(embeddings.device,
+                                                                                    non_blocking=True)
             return self.base_objective(embeddings, labels, self.shared_loss)
         groups = torch.arange(len(rows), device=embeddings.device) // size
         rng = np.random.default_rng([self.ctx.seed, *rows.tolist()])  # reproducible, leaves the global RNG

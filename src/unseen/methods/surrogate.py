@@ -82,18 +82,20 @@ def negative_probabilities(embeddings: torch.Tensor, groups: torch.Tensor, class
 
     p(n | a) ∝ q(d_an)⁻¹ with q(d) ∝ d^(D−2) (1 − d²/4)^((D−3)/2) the density of distances between random points of
     the unit sphere in D dimensions, d clipped below at 0.5; 0 for n in a's group or of a's true class (Sharing
-    Matters' `distanceweightedsampling_noise`). A row without allowed negatives is all zero. No gradient; float64.
+    Matters' `distanceweightedsampling_noise`). A row without allowed negatives is all zero. No gradient; float64,
+    with autocast off.
     """
-    x = embeddings.detach().double()
-    dim = x.shape[1]
-    distances = torch.cdist(x, x).clamp(min=NEGATIVE_CUTOFF)
-    log_weights = -(dim - 2) * distances.log() - (dim - 3) / 2 * (1 - distances.pow(2) / 4).clamp(min=1e-12).log()
-    allowed = (groups[:, None] != groups[None, :]) & (classes[:, None] != classes[None, :])
-    log_weights = log_weights.masked_fill(~allowed.to(x.device), -torch.inf)
-    top = log_weights.max(dim=1, keepdim=True).values.clamp(min=-1e300)  # finite also for rows without negatives
-    weights = (log_weights - top).exp()
-    total = weights.sum(dim=1, keepdim=True)
-    return weights / torch.where(total > 0, total, 1.0)
+    with torch.autocast(embeddings.device.type, enabled=False):
+        x = embeddings.detach().double()
+        dim = x.shape[1]
+        distances = torch.cdist(x, x).clamp(min=NEGATIVE_CUTOFF)
+        log_weights = -(dim - 2) * distances.log() - (dim - 3) / 2 * (1 - distances.pow(2) / 4).clamp(min=1e-12).log()
+        allowed = (groups[:, None] != groups[None, :]) & (classes[:, None] != classes[None, :])
+        log_weights = log_weights.masked_fill(~allowed.to(x.device), -torch.inf)
+        top = log_weights.max(dim=1, keepdim=True).values.clamp(min=-1e300)  # finite also for rows without negatives
+        weights = (log_weights - top).exp()
+        total = weights.sum(dim=1, keepdim=True)
+        return weights / torch.where(total > 0, total, 1.0)
 
 
 def shared_feature_triplets(
