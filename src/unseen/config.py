@@ -64,6 +64,13 @@ class DataConfig(Section):
         "auto", description="where the training jitter runs: per image in the loader, or on the whole batch on the "
         "training device (small preset only); auto: device for small, loader for imagenet"
     )
+    cache: Literal["auto", "tensors", "decoded", "none"] = Field(
+        "auto", description="training images held in memory: tensors (the per-image transform applied once, batches "
+        "gathered by index; needs a transform without randomness), decoded (files decoded once), none; auto: "
+        "tensors when they fit in cache_max_gb, else decoded when that fits, else none")
+    cache_max_gb: float = Field(2.0, ge=0, description="the largest training-image cache `auto` builds, in GiB")
+    pin_memory: bool | Literal["auto"] = Field(
+        "auto", description="page-locked batches for fast, non-blocking copies to the GPU; auto: with CUDA")
     download: bool = True
     allow_subset: bool = False
     on_bad_image: Literal["fail", "skip"] = "fail"
@@ -149,7 +156,12 @@ class TrainConfig(Section):
     trace_test: bool = Field(
         False, description="also record test Recall@1 / MAP@R at each validation, to test_trace.jsonl, for figures "
         "only: nothing selects on it")
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: the network under bf16 autocast (the losses' similarities stay in fp32)")
+    channels_last: bool = Field(False, description="the network and its inputs in channels-last memory format")
+    compile: bool = Field(False, description="torch.compile the training step (forward and loss)")
+    fused_optimizer: bool | Literal["auto"] = Field(
+        "auto", description="the optimizer's fused kernel (adam, adamw, sgd); auto: with CUDA")
     seed: int = 0
     device: str = "auto"
     log_every: PositiveInt = 20

@@ -34,6 +34,7 @@ def test_run_dir_holds_config_history_checkpoints_and_metrics(tmp_path, tiny_con
     assert metrics["protocol"]["train"] == {"images": 40, "classes": 8}
     assert metrics["protocol"]["evaluation"].startswith("leave-one-out")
     assert metrics["model_spec"]["embedding_dim"] == 8 and metrics["commit"]
+    assert metrics["train_cache"].startswith("tensors (deterministic transform")
     assert json.loads((run / "classes.json").read_text())["test"][0] == "200"
 
 
@@ -184,3 +185,81 @@ def test_the_test_trace_is_recorded_and_never_selects(tmp_path, tiny_config, tin
     plain_metrics = json.loads((tmp_path / "plain" / "metrics.json").read_text())
     assert results["selection"] == plain_metrics["selection"] and results["val"] == plain_metrics["val"]
     assert history_without_speed(tmp_path / "traced") == history_without_speed(tmp_path / "plain")
+
+
+def _weights(trainer):
+    return [p.detach().clone() for p in trainer.c.model.parameters()]
+
+
+@pytest.mark.parametrize("overrides", [
+    ("data.jitter=false", "data.cache=tensors"),          # the deterministic transform, cached once
+    ("data.augment_on=loader", "data.cache=none", "data.num_workers=1"),  # random jitter in a worker
+])
+def test_every_batch_source_trains_the_same_steps(tmp_path, tiny_config, tiny_splits, overrides):
+    """The tensor cache, the loader and a worker process feed the same images: the weights agree exactly."""
+    reference_overrides = [o for o in overrides if not o.startswith(("data.cache", "data.num_workers"))]
+    runs = []
+    for name, extra in (("reference", ["data.cache=none", *reference_overrides]), ("other", list(overrides))):
+        trainer = Trainer(tiny_config("train.steps=6", "train.validate_every=6", *extra), tmp_path / name,
+                          progress=False, splits=tiny_splits)
+        trainer.fit()
+        runs.append((trainer.c.cache.kind, _weights(trainer)))
+    assert runs[0][0] == "none" and runs[1][0] == [o for o in overrides if o.startswith("data.cache")][0][11:]
+    for a, b in zip(runs[0][1], runs[1][1], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_auto_cache_holds_a_deterministic_small_dataset_as_tensors(tmp_path, tiny_config, tiny_splits):
+    trainer = Trainer(tiny_config("train.steps=2"), tmp_path / "run", progress=False, splits=tiny_splits)
+    trainer.fit()
+    assert trainer.c.cache.kind == "tensors"  # the small preset jitters on the device: the loader part is fixed
+    assert trainer.train_batches.images.shape == (len(tiny_splits.train), 1, 12, 12)
+
+
+@pytest.mark.parametrize("switch", ["train.channels_last=true", "train.fused_optimizer=true"])
+def test_speed_switches_train_the_same_model(tmp_path, tiny_config, tiny_splits, switch):
+    weights = []
+    for name, extra in (("plain", []), ("switched", [switch])):
+        trainer = Trainer(tiny_config("train.steps=4", "train.validate_every=4", *extra), tmp_path / name,
+                          progress=False, splits=tiny_splits)
+        trainer.fit()
+        weights.append(_weights(trainer))
+    for a, b in zip(*weights, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_non_finite_loss_stops_the_run_at_its_step(tmp_path, tiny_config, tiny_splits):
+    trainer = Trainer(tiny_config("train.steps=4", "optimizer.lr=1e30"), tmp_path / "run", progress=False,
+                      splits=tiny_splits)
+    with pytest.raises(FloatingPointError, match=r"step \d: the loss is (nan|inf); lower optimizer.lr\?"):
+        trainer.fit()
+
+
+@pytest.mark.slow
+def test_compiled_training_step_trains_the_same_model(tmp_path, tiny_config, tiny_splits):
+    """torch.compile of the whole step (forward, method, loss): the same weights up to kernel rounding (~1 min)."""
+    weights = []
+    for name, extra in (("eager", []), ("compiled", ["train.compile=true"])):
+        trainer = Trainer(tiny_config("train.steps=4", "train.validate_every=4", *extra), tmp_path / name,
+                          progress=False, splits=tiny_splits)
+        trainer.fit()
+        weights.append(_weights(trainer))
+    for a, b in zip(*weights, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_training_in_pieces_draws_each_plan_once_and_matches_one_call(tmp_path, tiny_config, tiny_splits):
+    """`train(n)` stopping inside an epoch goes on with the same plan (a method's plan can be costly: D&C deals
+    a whole re-clustering period), and the steps are those of one uninterrupted call."""
+    config = tiny_config("train.steps=4", "train.validate_every=4")  # 2 epochs of 2 steps
+    whole = Trainer(config, tmp_path / "whole", progress=False, splits=tiny_splits)
+    whole.train()
+    pieces = Trainer(config, tmp_path / "pieces", progress=False, splits=tiny_splits)
+    drawn = []
+    plan = pieces.c.method.plan
+    pieces.c.method.plan = lambda epoch: drawn.append(epoch) or plan(epoch)
+    for steps in (1, 2, 1):
+        pieces.train(steps)
+    assert pieces.step == 4 and drawn == [0, 1]
+    for a, b in zip(_weights(whole), _weights(pieces), strict=True):
+        assert torch.equal(a, b)

@@ -131,8 +131,9 @@ def build_transform(
 ) -> Transform:
     """The transform of `preset` for training or evaluation; mean/std default to the preset's.
 
-    `jitter=False` leaves the small preset's random affine out of the training transform (it then runs on the
-    batch, `build_batch_augment`). `channels` (1 or 3) converts every image to grayscale or RGB first, so that a
+    `jitter=False` leaves the randomness out of the training transform: the small preset's affine (which may then
+    run on the batch, `build_batch_augment`), the imagenet crop and flip (the eval resize and centre crop instead).
+    `channels` (1 or 3) converts every image to grayscale or RGB first, so that a
     folder mixing both feeds the network its channel count; the imagenet preset always converts to RGB."""
     if preset == "small":
         steps: list[torch.nn.Module] = [_ImageMode(channels)] if channels else []
@@ -144,7 +145,7 @@ def build_transform(
         return T.Compose(steps)
     if preset == "imagenet":
         mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
-        if train:
+        if train and jitter:
             geometry = [T.RandomResizedCrop(image_size, antialias=True), T.RandomHorizontalFlip()]
         else:
             geometry = [T.Resize(round(image_size * 256 / 224), antialias=True), T.CenterCrop(image_size)]

@@ -13,6 +13,7 @@ import torch
 from unseen.config import Config
 from unseen.data import build_splits
 from unseen.data.base import Splits, Table
+from unseen.data.batches import CachePlan, LoaderBatches, TensorBatches, TrainBatches, choose_cache
 from unseen.data.transforms import BatchBorderFillAffine, Transform, build_batch_augment, build_transform
 from unseen.embedding import embed_table
 from unseen.errors import ConfigError
@@ -64,6 +65,7 @@ class Components:
     model: EmbeddingModel
     method: Method
     device: torch.device
+    cache: CachePlan | None = None  # what `train_batches` chose
 
     @property
     def ctx(self) -> MethodContext:
@@ -84,6 +86,24 @@ class Components:
         if not data.jitter or data.augment_on == "loader" or (data.augment_on == "auto" and data.preset != "small"):
             return None
         return build_batch_augment(data.preset)
+
+    def train_batches(self) -> TrainBatches:
+        """The training batches' source under `data.cache` (data/batches.py): an in-memory tensor cache, or one
+        DataLoader for the run (decoded files or not), page-locked on CUDA under `data.pin_memory: auto`."""
+        data = self.config.data
+        table, transform = self.splits.train, self.transform(train=True)
+        pin = self.device.type == "cuda" if data.pin_memory == "auto" else data.pin_memory
+        deterministic = not (data.jitter and self.batch_augment() is None)
+        try:
+            cache = choose_cache(data.cache, table, deterministic=deterministic, max_gb=data.cache_max_gb,
+                                 tensor_bytes_per_image=4 * self.spec.in_chans * self.spec.image_size ** 2)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        self.cache = cache
+        if cache.kind == "tensors":
+            return TensorBatches(table, transform, self.device, pin_memory=pin)
+        return LoaderBatches(table, transform, num_workers=data.num_workers, pin_memory=pin,
+                             decoded=cache.kind == "decoded")
 
     def embed(self, table: Table, output: str = "class", progress: bool = False) -> np.ndarray:
         """`output` of every row of `table` (under torchrun: each process embeds a shard, all get every row)."""

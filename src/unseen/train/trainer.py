@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from unseen.config import Config, dump_config, load_config, resolve_steps, validate_config
 from unseen.data.base import Splits
-from unseen.data.dataset import ImageDataset
+from unseen.data.batches import TrainBatches
+from unseen.data.samplers import BatchPlan
 from unseen.errors import CheckpointError, ConfigError
 from unseen.files import write_json_atomic, write_text_atomic
 from unseen.methods import Batch, LossOutput
@@ -75,10 +75,17 @@ def build_optimizer(components: Components) -> torch.optim.Optimizer:
         if params:
             groups.append({**group, "params": params})
     groups += method_groups
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    optimizer_cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return optimizer_cls(groups, lr=cfg.lr)
+    switch = components.config.train.fused_optimizer
+    fused = components.device.type == "cuda" if switch == "auto" else switch
+    options: dict[str, Any] = {"fused": True} if fused else {}
+    try:
+        if cfg.name == "sgd":
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **options)
+        optimizer_cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+        return optimizer_cls(groups, lr=cfg.lr, **options)
+    except RuntimeError as error:
+        raise ConfigError(f"train.fused_optimizer: {cfg.name} has no fused kernel here "
+                          f"({str(error).splitlines()[0]}); use auto or false") from None
 
 
 def build_scheduler(
@@ -130,7 +137,12 @@ class Trainer:
         seed_everything(config.train.seed)
         self.c = build_components(config, splits, self.progress)
         distributed.check_agreement(config, self.c.splits, self.run_dir)
+        if config.train.channels_last:
+            self.c.model.to(memory_format=torch.channels_last)
         self.training_step = distributed.wrap(TrainingStep(self.c.model, self.c.method), config.train.distributed_loss)
+        self.step_function = torch.compile(self.training_step) if config.train.compile else self.training_step
+        self.train_batches: TrainBatches | None = None  # built at the first step (data/batches.py)
+        self._plan: tuple[int, BatchPlan] | None = None  # the current epoch's plan, drawn once per epoch
         self.optimizer = build_optimizer(self.c)
         self.steps_per_epoch = self.c.method.steps_per_epoch()
         if self.steps_per_epoch < 1:
@@ -145,6 +157,7 @@ class Trainer:
         self.best: dict[str, Any] = {"value": -math.inf, "step": None}
         self.resumed = False
         self.commit = commit()
+        self._logs: tuple[JsonLines, JsonLines] | None = None  # history and test trace, once the run dir is open
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, progress: bool = True, splits: Splits | None = None) -> Trainer:
@@ -210,6 +223,23 @@ class Trainer:
     # -- loop --------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train to the budget, then evaluate the best and the last checkpoints; returns metrics.json."""
+        self.train()
+        return self.finish()
+
+    def train(self, steps: int | None = None) -> None:
+        """Take `steps` more optimizer steps (default: up to the budget), validating and checkpointing on schedule;
+        the first call opens the run directory. `fit` is `train()` then `finish()`; a benchmark times `train(n)`."""
+        if self._logs is None:
+            self._logs = self._open_run_dir()
+        history, trace = self._logs
+        until = self.total_steps if steps is None else min(self.total_steps, self.step + steps)
+        with tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not self.progress,
+                  leave=False) as bar:
+            while self.step < until:
+                self._train_epoch(history, trace, bar, until)
+
+    def _open_run_dir(self) -> tuple[JsonLines, JsonLines]:
+        """The run directory with its config and data records (a new run) and its history and test-trace files."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.started = time.perf_counter()
         if not self.resumed and distributed.is_main():
@@ -219,66 +249,69 @@ class Trainer:
             self._write_data_records()
         history = JsonLines(self.run_dir / "history.jsonl", keep_until_step=self.step, active=distributed.is_main())
         trace = JsonLines(self.run_dir / "test_trace.jsonl", keep_until_step=self.step, active=distributed.is_main())
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not self.progress, leave=False)
-        while self.step < self.total_steps:
-            self._train_epoch(history, trace, bar)
-        bar.close()
-        return self.finish()
+        return history, trace
 
-    def _train_epoch(self, history: JsonLines, trace: JsonLines, bar: tqdm) -> None:
-        """The rest of the current epoch's plan, up to the budget."""
+    def _train_epoch(self, history: JsonLines, trace: JsonLines, bar: tqdm, until: int) -> None:
+        """The rest of the current epoch's plan, up to step `until`."""
         c, cfg = self.c, self.config
         epoch, start = self.epoch, self.step % self.steps_per_epoch
         c.ctx.step = epoch * self.steps_per_epoch
-        plan = c.method.plan(epoch)
+        if self._plan is None or self._plan[0] != epoch:  # `train(n)` may stop and go on inside an epoch
+            self._plan = epoch, c.method.plan(epoch)
+        plan = self._plan[1]
         if len(plan) != self.steps_per_epoch:
             raise RuntimeError(f"method ({cfg.method.name}): epoch {epoch} planned {len(plan)} batches, but it "
                                f"declared {self.steps_per_epoch} steps per epoch")
-        count = min(self.steps_per_epoch - start, self.total_steps - self.step)
+        count = min(self.steps_per_epoch - start, until - self.step)
         part = distributed.shard(plan)  # this process's part of each batch (the whole plan in one process)
-        loader = DataLoader(ImageDataset(c.splits.train, c.transform(train=True)),
-                            batch_sampler=part.items(start)[:count], num_workers=cfg.data.num_workers)
-        rng_state = torch.get_rng_state()
-        batches = iter(loader)  # a DataLoader draws its base seed from the global RNG: keep the stream as it was
-        torch.set_rng_state(rng_state)
+        if self.train_batches is None:
+            self.train_batches = c.train_batches()
+            if self.progress:
+                tqdm.write(f"training images: data.cache {c.cache.describe()}")
+        batches = iter(self.train_batches.batches(part.items(start)[:count]))
         augment = c.batch_augment()
-        window: dict[str, list[float]] = {}
+        memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        window: dict[str, list[torch.Tensor | float]] = {}
         started, images_seen = time.perf_counter(), 0
         for position in range(start, start + count):
             images, labels, rows = next(batches)
             images = images.to(c.device, non_blocking=True)
             if augment is not None:
                 images = augment(images, part.seeds[position])
+            images = images.contiguous(memory_format=memory_format)
             stream = plan.stream(position)
             parts = self._step(Batch(images, labels.to(c.device, non_blocking=True), rows, stream))
             self.stream_steps[stream] = self.stream_steps.get(stream, 0) + 1
             images_seen += len(plan.indices[position])
             for key, value in parts.items():
                 window.setdefault(key, []).append(value)
-            rate = images_seen / max(time.perf_counter() - started, 1e-9)
             bar.update(1)
-            bar.set_postfix(loss=f"{parts['loss']:.4f}", img_s=f"{rate:.0f}", phase=c.method.phase(self.step - 1))
             last = self.step == self.total_steps
-            if self.step % cfg.train.log_every == 0 or last:
-                history.write({"kind": "train", "epoch": epoch + 1, "step": self.step,
-                               "phase": c.method.phase(self.step - 1),
-                               **{k: float(np.mean(v)) for k, v in window.items()},
+            if self.step % cfg.train.log_every == 0 or last:  # the one place the step's numbers reach the host
+                means = _window_means(window, self.step)
+                rate = images_seen / max(time.perf_counter() - started, 1e-9)
+                phase = c.method.phase(self.step - 1)
+                history.write({"kind": "train", "epoch": epoch + 1, "step": self.step, "phase": phase, **means,
                                "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": rate})
+                bar.set_postfix(loss=f"{means['loss']:.4f}", img_s=f"{rate:.0f}", phase=phase, refresh=False)
                 window.clear()
             if self.step % self.validate_every == 0 or last:
                 self._validate(history, trace)
                 if distributed.is_main():
                     save_checkpoint(self._state(), self.run_dir / "checkpoints" / "last.pt")
 
-    def _step(self, batch: Batch) -> dict[str, float]:
+    def _step(self, batch: Batch) -> dict[str, torch.Tensor | float]:
+        """One optimizer step; the loss and its parts come back as they are (tensors stay on the device, so a GPU
+        step never waits for the host). On the CPU a non-finite loss stops the run at its step; on a GPU, at the
+        next logging."""
         c, cfg = self.c, self.config
         c.ctx.step = self.step
         c.model.train()
         c.method.train()
         autocast = torch.autocast(c.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
         with autocast:
-            result = self.training_step(batch)
-        if not torch.isfinite(result.total):
+            result = self.step_function(batch)
+        if c.device.type == "cpu" and not torch.isfinite(result.total):
             raise FloatingPointError(f"step {self.step}: the loss is {result.total.item()}; lower optimizer.lr?")
         self.optimizer.zero_grad(set_to_none=True)
         result.total.backward()
@@ -288,7 +321,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return {"loss": float(result.total.detach()), **result.parts}
+        return {"loss": result.total.detach(), **result.parts}
 
     def _validate(self, history: JsonLines, trace: JsonLines) -> None:
         """Validation metrics to history; the best checkpoint by `evaluation.select_on`. With `train.trace_test`, the
@@ -320,6 +353,8 @@ class Trainer:
             "steps": self.step, "steps_by_stream": dict(sorted(self.stream_steps.items())), "epochs": self.epoch,
             "commit": self.commit, "hardware": hardware(c.device), "model_spec": c.spec.to_dict(),
         }
+        if c.cache is not None:
+            results["train_cache"] = c.cache.describe()
         results["test_last"] = c.evaluate(c.splits.test, progress=self.progress)
         best_path = self.run_dir / "checkpoints" / "best.pt"
         if best_path.exists():
@@ -344,6 +379,16 @@ class Trainer:
                           {t.name: list(t.class_names) for t in (s.train, s.val, s.test)})
         if s.bad_images:
             write_json_atomic(self.run_dir / "bad_images.json", s.bad_images)
+
+
+def _window_means(window: dict[str, list[torch.Tensor | float]], step: int) -> dict[str, float]:
+    """The mean of each logged number over the window (one host transfer per name); a non-finite loss is an error."""
+    means = {key: float(torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in values]).mean())
+             for key, values in window.items()}
+    if not math.isfinite(means.get("loss", 0.0)):
+        raise FloatingPointError(f"the loss became {means['loss']} in the {len(window['loss'])} steps up to step "
+                                 f"{step}; lower optimizer.lr?")
+    return means
 
 
 def hardware(device: torch.device) -> str:
