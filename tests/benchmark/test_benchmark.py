@@ -88,6 +88,22 @@ def test_the_grid_expands_to_valid_configs(spec_file):
     assert validate_config(control.config).method.name == "baseline"
 
 
+def test_a_control_of_a_method_with_a_knob_follows_the_chosen_value(tmp_path):
+    """Cells of a knob method are reported under their knob id: the control takes the chosen value's class steps,
+    and waits until a value is chosen."""
+    spec_path = tmp_path / "s.yaml"
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    spec_path.write_text(yaml.safe_dump({**SPEC, "knobs": {"mic": {"method.decorrelation_weight": [10, 100]}}},
+                                        sort_keys=False))
+    spec = load_spec(spec_path)
+    steps = {("short", "ms", "mic[decorrelation_weight=10]", 0): 3,
+             ("short", "ms", "mic[decorrelation_weight=100]", 0): 5}
+    assert not [c for c in expand(spec, class_steps=steps) if c.control_of]
+    chosen = {("short", "ms", "mic"): 100}
+    (control,) = [c for c in expand(spec, chosen=chosen, class_steps=steps) if c.control_of]
+    assert control.key == f"short/ms/{CONTROL}_of_mic/seed0" and validate_config(control.config).train.steps == 5
+
+
 def test_bad_specs_are_one_line_errors(tmp_path):
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({**SPEC, "grid": [{"arms": ["nope"]}]}, sort_keys=False))
     with pytest.raises(ConfigError, match=r"s\.yaml: grid: unknown arm 'nope'; known: short, long"):

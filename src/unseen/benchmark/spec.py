@@ -163,17 +163,20 @@ def expand(spec: Spec, chosen: Mapping[tuple[str, str, str], Any] | None = None,
            class_steps: Mapping[tuple[str, str, str, int], int] | None = None) -> list[Cell]:
     """Every cell runnable now, seed-major within each grid block (a grid cut short still covers each method):
     plain methods on every seed; a method with a knob on `knob_seeds` for each value, and on every other seed for
-    the value `chosen[(arm, loss, method)]` once known; a control once its method's cell reported its class steps
-    (`class_steps[(arm, loss, method, seed)]`); the pilot cells."""
+    the value `chosen[(arm, loss, method)]` once known; a control once its method's reported cell (the chosen
+    knob value's, for a method with a knob) has its class steps (`class_steps[(arm, loss, cell id, seed)]`); the
+    pilot cells."""
     chosen, class_steps = chosen or {}, class_steps or {}
     cells: list[Cell] = []
     for arm, loss, methods in spec.grid():
         for seed in spec.seeds:
             for method in methods:
                 settings = spec.methods[method]
+                reported = method  # the cell id whose class steps a control of this method matches
                 if method in spec.knobs:
                     key, values = spec.knobs[method]
                     picked = chosen.get((arm, loss, method))
+                    reported = knob_id(method, key, picked) if picked is not None else None
                     runs = values if seed in spec.knob_seeds else ([picked] if picked is not None else [])
                     for value in runs:
                         config = cell_config(spec, arm, loss, settings, seed, {key: value})
@@ -181,8 +184,8 @@ def expand(spec: Spec, chosen: Mapping[tuple[str, str, str], Any] | None = None,
                 else:
                     cells.append(Cell(arm, loss, method, seed, cell_config(spec, arm, loss, settings, seed),
                                       method))
-                if method in spec.controls and (arm, loss, method, seed) in class_steps:
-                    steps = class_steps[(arm, loss, method, seed)]
+                if method in spec.controls and (arm, loss, reported, seed) in class_steps:
+                    steps = class_steps[(arm, loss, reported, seed)]
                     config = cell_config(spec, arm, loss, spec.methods.get("baseline", {}), seed, steps=steps)
                     cells.append(Cell(arm, loss, f"{CONTROL}_of_{method}", seed, config, "baseline",
                                       control_of=method))
