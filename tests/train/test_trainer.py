@@ -216,8 +216,8 @@ def test_auto_cache_holds_a_deterministic_small_dataset_as_tensors(tmp_path, tin
     assert trainer.train_batches.images.shape == (len(tiny_splits.train), 1, 12, 12)
 
 
-@pytest.mark.parametrize("switch", ["train.channels_last=true", "train.fused_optimizer=true"])
-def test_speed_switches_train_the_same_model(tmp_path, tiny_config, tiny_splits, switch):
+def assert_switch_trains_the_same_model(tmp_path, tiny_config, tiny_splits, switch):
+    """4 steps with and without `switch`: the same weights up to kernel rounding."""
     weights = []
     for name, extra in (("plain", []), ("switched", [switch])):
         trainer = Trainer(tiny_config("train.steps=4", "train.validate_every=4", *extra), tmp_path / name,
@@ -226,6 +226,11 @@ def test_speed_switches_train_the_same_model(tmp_path, tiny_config, tiny_splits,
         weights.append(_weights(trainer))
     for a, b in zip(*weights, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("switch", ["train.channels_last=true", "train.fused_optimizer=true"])
+def test_speed_switches_train_the_same_model(tmp_path, tiny_config, tiny_splits, switch):
+    assert_switch_trains_the_same_model(tmp_path, tiny_config, tiny_splits, switch)
 
 
 def test_a_non_finite_loss_stops_the_run_at_its_step(tmp_path, tiny_config, tiny_splits):
@@ -238,14 +243,7 @@ def test_a_non_finite_loss_stops_the_run_at_its_step(tmp_path, tiny_config, tiny
 @pytest.mark.slow
 def test_compiled_training_step_trains_the_same_model(tmp_path, tiny_config, tiny_splits):
     """torch.compile of the whole step (forward, method, loss): the same weights up to kernel rounding (~1 min)."""
-    weights = []
-    for name, extra in (("eager", []), ("compiled", ["train.compile=true"])):
-        trainer = Trainer(tiny_config("train.steps=4", "train.validate_every=4", *extra), tmp_path / name,
-                          progress=False, splits=tiny_splits)
-        trainer.fit()
-        weights.append(_weights(trainer))
-    for a, b in zip(*weights, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert_switch_trains_the_same_model(tmp_path, tiny_config, tiny_splits, "train.compile=true")
 
 
 def test_training_in_pieces_draws_each_plan_once_and_matches_one_call(tmp_path, tiny_config, tiny_splits):
