@@ -44,10 +44,10 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	touch $@ $(VENV)/.installed
 
 # The page's browser test drives Debian's headless Chromium through chromedriver: installed when missing, wherever
-# apt-get can (CI runs as root on Debian); elsewhere the test is skipped and says why.
+# apt-get can (CI runs as root on Debian); elsewhere the test fails and says what to install.
 chromium:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
-	  else echo "no chromium/chromedriver and no root apt-get here: the browser test will be skipped"; fi; \
+	  else echo "no chromium/chromedriver and no root apt-get here: install them, or the browser test fails"; fi; \
 	fi

@@ -79,7 +79,9 @@ def test_index_search_and_recall_agree_with_the_evaluation_engine(trained):
     assert np.allclose(vectors, index.vectors, atol=1e-6)
     engine = evaluate(vectors, labels, metrics=["recall"], recall_at=[1])["recall@1"]
     assert recall_from_index == engine, (recall_from_index, engine)
-    assert 1 / CLASSES < recall_from_index < 1
+    # 60 trained steps retrieve 0.79 of these 60 unseen classes (chance: 1/60); a misaligned index or a broken
+    # run falls far below the bound
+    assert 0.5 < recall_from_index < 1
 
 
 def test_cluster_report_and_server(trained, tmp_path):
