@@ -202,8 +202,7 @@ class DivideAndConquer(ClusteredRows, Method):
         if batch.stream == "cluster" and self.ctx.step < self.full_embedding_step:
             c = self.cluster_of(batch.rows)
             piece = out["class"][:, c * self.slice_dim : (c + 1) * self.slice_dim]
-            with torch.autocast(piece.device.type, enabled=False):
-                piece = F.normalize(piece.to(full_precision(piece.dtype)), dim=-1)
+            piece = F.normalize(piece.to(full_precision(piece.dtype)), dim=-1)  # no matmul: fp32 also under autocast
             total = self.base_objective(piece, batch.labels, self.slice_losses[c])
         else:
             total = self.base_objective(out["class"], batch.labels)

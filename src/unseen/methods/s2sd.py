@@ -76,10 +76,10 @@ class S2SD(Method):
         parts: dict[str, torch.Tensor | float] = {"base": base.detach()}
         total = base
         for k, (head, target_loss) in enumerate(zip(self.targets, self.target_losses, strict=True)):
-            # the head may run in bf16 under autocast; its embedding is normalized and scored in fp32
+            # the head may run in bf16 under autocast; its embedding is normalized (no matmul: fp32 also under
+            # autocast) and scored in fp32
             hidden = head(out["fused"])
-            with torch.autocast(hidden.device.type, enabled=False):
-                target = F.normalize(hidden.to(full_precision(hidden.dtype)), dim=-1)
+            target = F.normalize(hidden.to(full_precision(hidden.dtype)), dim=-1)
             term = self.base_objective(target, batch.labels, target_loss)
             distillation = similarity_distillation(student, target, p.temperature)
             total = total + term + p.distillation_weight * distillation
