@@ -86,8 +86,7 @@ class ECAML(Method):
                 energy = z.sum() * 0.0
                 confusion = energy
             else:
-                energy = confusion_energy(z, anchors.to(z.device, non_blocking=True),
-                                          partners.to(z.device, non_blocking=True))
+                energy = confusion_energy(z, anchors.to(z.device), partners.to(z.device))
                 confusion = energy.log() if p.log_energy else energy
             penalty = row_norm_penalty(weight, p.row_norm_weight)
         return confusion, energy, penalty

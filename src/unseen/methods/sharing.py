@@ -208,8 +208,7 @@ class Sharing(ClusteredRows, Method):
         if self.params.variant == "mic":
             if self.assignment is None:
                 raise RuntimeError("sharing (mic): a shared batch before the training set was clustered")
-            labels = torch.from_numpy(group_labels(self.assignment, rows, size)).to(embeddings.device,
-                                                                                    non_blocking=True)
+            labels = torch.from_numpy(group_labels(self.assignment, rows, size)).to(embeddings.device)
             return self.base_objective(embeddings, labels, self.shared_loss)
         groups = torch.arange(len(rows), device=embeddings.device) // size
         rng = np.random.default_rng([self.ctx.seed, *rows.tolist()])  # reproducible, leaves the global RNG
