@@ -20,7 +20,8 @@ from unseen.errors import ConfigError
 from unseen.methods import METHODS, Batch
 from unseen.train import distributed
 from unseen.train.checkpoint import load_checkpoint
-from unseen.train.trainer import Trainer, TrainingStep
+from unseen.train.step import TrainingStep
+from unseen.train.trainer import Trainer
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

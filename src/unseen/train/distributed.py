@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from unseen.config import Config
     from unseen.data.base import Splits, Table
     from unseen.methods.base import Batch, LossOutput
-    from unseen.train.trainer import TrainingStep
+    from unseen.train.step import TrainingStep
 
 T = TypeVar("T")
 

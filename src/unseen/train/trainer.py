@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from unseen.config import Config, dump_config, load_config, resolve_steps, validate_config
@@ -39,28 +38,14 @@ from unseen.data.batches import TrainBatches
 from unseen.data.samplers import BatchPlan
 from unseen.errors import CheckpointError, ConfigError
 from unseen.files import write_json_atomic, write_text_atomic
-from unseen.methods import Batch, LossOutput
-from unseen.methods.base import Method
-from unseen.models.network import EmbeddingModel
+from unseen.methods import Batch
 from unseen.provenance import commit
 from unseen.train import distributed
 from unseen.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from unseen.train.components import Components, build_components, seed_everything
+from unseen.train.step import TrainingStep
 
 TRACE_METRICS = ("recall", "map@r")
-
-
-class TrainingStep(nn.Module):
-    """The network and the method as one module: `forward(batch)` is one step's loss, forward pass included, for
-    every method. Mixed precision and DistributedDataParallel wrap this one place."""
-
-    def __init__(self, model: EmbeddingModel, method: Method) -> None:
-        super().__init__()
-        self.model = model
-        self.method = method
-
-    def forward(self, batch: Batch) -> LossOutput:
-        return self.method.objective(self.model, batch)
 
 
 def build_optimizer(components: Components) -> torch.optim.Optimizer:
