@@ -184,9 +184,12 @@ def benchmark(
     markdown: Annotated[Path | None, typer.Option(help="summarize: write the tables to this Markdown file")] = None,
     figures: Annotated[Path | None, typer.Option(help="summarize: folder of the PNG figures")] = None,
     progress: Annotated[bool, typer.Option(help="progress bar")] = True,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="list the cells runnable now (finished, to resume, new) and the knob choices still pending; "
+        "train nothing, write nothing")] = False,
 ) -> None:
     """Run a benchmark grid (finished cells are skipped, so it resumes), or summarize a finished folder."""
-    from unseen.benchmark import load_spec, run_benchmark, summarize
+    from unseen.benchmark import cell_state, load_spec, pending_knobs, run_benchmark, runnable_cells, summarize
 
     if spec_or_action == "summarize":
         if folder is None:
@@ -206,6 +209,16 @@ def benchmark(
     spec_path = Path(spec_or_action)
     spec = load_spec(spec_path)
     folder = out or Path("runs") / f"benchmark-{spec_path.stem}"
+    if dry_run:
+        states = [(cell_state(folder, cell), cell.key) for cell in runnable_cells(spec, folder, _cell_filter(only))]
+        for state, key in states:
+            typer.echo(f"{state:<8} {key}")
+        counts = {s: sum(state == s for state, _ in states) for s in ("finished", "resume", "new")}
+        typer.echo(f"{len(states)} cells runnable now in {folder}: {counts['finished']} finished, "
+                   f"{counts['resume']} to resume, {counts['new']} new")
+        for pending in pending_knobs(spec, folder, _cell_filter(only)):
+            typer.echo(f"knob not chosen yet: {pending} (its other seeds and controls follow the choice)")
+        return
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "spec.yaml").write_text(spec_path.read_text())  # the spec travels with its cells, for summarize
     (folder / "spec.source").write_text(f"{spec_path}\n")

@@ -4,6 +4,8 @@ the summary's statistics match hand-computed values, and no selection ever reads
 import json
 import math
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -215,3 +217,23 @@ def test_a_chosen_knob_unlocks_the_other_seeds_and_controls_follow_their_method(
         if (out / "configs").exists() else None
     assert config is None  # the fake runner writes no configs; the real one does (tested above)
     shutil.rmtree(out)
+
+
+def test_a_dry_run_lists_each_cell_state_and_the_pending_knobs_and_writes_nothing(spec_file, tmp_path):
+    out = tmp_path / "out"
+    fake_cell(out, "short/ms/baseline/seed0", val=0.5, test=0.5)
+    (out / "short/ms/baseline/seed1/checkpoints").mkdir(parents=True)
+    (out / "short/ms/baseline/seed1/checkpoints/last.pt").write_bytes(b"")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    done = subprocess.run([sys.executable, "-m", "unseen", "benchmark", str(spec_file), "--out", str(out), "--dry-run",
+                           "--only", "arm=short", "--only", "loss=ms"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    spec = load_spec(spec_file)
+    cells = [c for c in expand(spec) if c.arm == "short" and c.loss == "ms"]  # nothing chosen: knob seeds only
+    assert "finished short/ms/baseline/seed0" in lines and "resume   short/ms/baseline/seed1" in lines
+    assert "new      short/ms/ecaml[confusion_weight=0.1]/seed0" in lines
+    assert not any("ecaml[confusion_weight=0.1]/seed1" in line for line in lines)  # waits for the knob choice
+    assert f"{len(cells)} cells runnable now in {out}: 1 finished, 1 to resume, {len(cells) - 2} new" in lines
+    assert lines[-1] == "knob not chosen yet: short/ms/ecaml (its other seeds and controls follow the choice)"
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

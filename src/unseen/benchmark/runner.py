@@ -59,6 +59,30 @@ def run_cell(out: Path, cell: Cell, device: str | None = None) -> bool:
         return subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT).returncode == 0
 
 
+def cell_state(out: Path, cell: Cell) -> str:
+    """'finished' (metrics.json written), 'resume' (a checkpoint to continue from) or 'new'."""
+    if finished(out, cell):
+        return "finished"
+    return "resume" if (cell_dir(out, cell) / "checkpoints" / "last.pt").is_file() else "new"
+
+
+def runnable_cells(spec: Spec, out: Path, only: Callable[[Cell], bool] | None = None) -> list[Cell]:
+    """The cells runnable now: knob values are chosen and controls sized from the finished cells in `out`."""
+    records = read_cells(out) if out.is_dir() else []
+    chosen = choose_knobs(spec, records)
+    class_steps = {(r.arm, r.loss, r.method, r.seed): r.metrics.get("steps_by_stream", {}).get("class")
+                   for r in records if r.metrics.get("steps_by_stream", {}).get("class")}
+    return [c for c in expand(spec, chosen, class_steps) if only is None or only(c)]
+
+
+def pending_knobs(spec: Spec, out: Path, only: Callable[[Cell], bool] | None = None) -> list[str]:
+    """'arm/loss/method' of every method (among the cells `only` keeps) whose knob is not chosen yet: its other
+    seeds and its controls wait for the choice."""
+    chosen = choose_knobs(spec, read_cells(out) if out.is_dir() else [])
+    families = dict.fromkeys((c.arm, c.loss, c.family) for c in runnable_cells(spec, out, only) if c.knob)
+    return [f"{arm}/{loss}/{method}" for arm, loss, method in families if (arm, loss, method) not in chosen]
+
+
 def run_benchmark(spec: Spec, out: Path, *, jobs: int = 1, device: str | None = None, progress: bool = True,
                   only: Callable[[Cell], bool] | None = None) -> dict[str, list[str]]:
     """Run every cell of `spec` that is not finished, in rounds until no new cell becomes runnable (knob choices
@@ -68,11 +92,7 @@ def run_benchmark(spec: Spec, out: Path, *, jobs: int = 1, device: str | None = 
     done: list[str] = []
     bar = tqdm(desc=f"benchmark {spec.name}", unit="cell", disable=not progress)
     while True:
-        records = read_cells(out)
-        chosen = choose_knobs(spec, records)
-        class_steps = {(r.arm, r.loss, r.method, r.seed): r.metrics.get("steps_by_stream", {}).get("class")
-                       for r in records if r.metrics.get("steps_by_stream", {}).get("class")}
-        cells = [c for c in expand(spec, chosen, class_steps) if only is None or only(c)]
+        cells = runnable_cells(spec, out, only)
         todo = [c for c in cells if not finished(out, c) and c.key not in failed]
         bar.total = len(cells)
         bar.n = sum(finished(out, c) for c in cells)
