@@ -189,7 +189,7 @@ def benchmark(
         "train nothing, write nothing")] = False,
 ) -> None:
     """Run a benchmark grid (finished cells are skipped, so it resumes), or summarize a finished folder."""
-    from unseen.benchmark import cell_state, load_spec, pending_knobs, run_benchmark, runnable_cells, summarize
+    from unseen.benchmark import cell_state, load_spec, run_benchmark, runnable, summarize
 
     if spec_or_action == "summarize":
         if folder is None:
@@ -210,13 +210,14 @@ def benchmark(
     spec = load_spec(spec_path)
     folder = out or Path("runs") / f"benchmark-{spec_path.stem}"
     if dry_run:
-        states = [(cell_state(folder, cell), cell.key) for cell in runnable_cells(spec, folder, _cell_filter(only))]
+        now = runnable(spec, folder, _cell_filter(only))
+        states = [(cell_state(folder, cell), cell.key) for cell in now.cells]
         for state, key in states:
             typer.echo(f"{state:<8} {key}")
         counts = {s: sum(state == s for state, _ in states) for s in ("finished", "resume", "new")}
         typer.echo(f"{len(states)} cells runnable now in {folder}: {counts['finished']} finished, "
                    f"{counts['resume']} to resume, {counts['new']} new")
-        for pending in pending_knobs(spec, folder, _cell_filter(only)):
+        for pending in now.pending_knobs:
             typer.echo(f"knob not chosen yet: {pending} (its other seeds and controls follow the choice)")
         return
     folder.mkdir(parents=True, exist_ok=True)

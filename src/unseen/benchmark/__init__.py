@@ -2,8 +2,7 @@
 folder, resumable; and its summary (tables of protocol v2 and figures)."""
 
 from unseen.benchmark.report import summarize
-from unseen.benchmark.runner import cell_state, pending_knobs, run_benchmark, runnable_cells
+from unseen.benchmark.runner import cell_state, run_benchmark, runnable
 from unseen.benchmark.spec import Cell, Spec, expand, load_spec
 
-__all__ = ["Cell", "Spec", "cell_state", "expand", "load_spec", "pending_knobs", "run_benchmark", "runnable_cells",
-           "summarize"]
+__all__ = ["Cell", "Spec", "cell_state", "expand", "load_spec", "run_benchmark", "runnable", "summarize"]

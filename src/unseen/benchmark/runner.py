@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 from tqdm import tqdm
@@ -36,7 +37,7 @@ def finished(out: Path, cell: Cell) -> bool:
 def train_command(out: Path, cell: Cell, device: str | None) -> list[str]:
     """The `unseen train` command of a cell: a fresh run from its config file, or `--resume`."""
     run = cell_dir(out, cell)
-    if (run / "checkpoints" / "last.pt").is_file():
+    if cell_state(out, cell) == "resume":
         return [sys.executable, "-m", "unseen", "train", "--resume", str(run), "--no-progress"]
     if run.exists():  # started but never checkpointed: nothing to keep
         shutil.rmtree(run)
@@ -66,21 +67,21 @@ def cell_state(out: Path, cell: Cell) -> str:
     return "resume" if (cell_dir(out, cell) / "checkpoints" / "last.pt").is_file() else "new"
 
 
-def runnable_cells(spec: Spec, out: Path, only: Callable[[Cell], bool] | None = None) -> list[Cell]:
-    """The cells runnable now: knob values are chosen and controls sized from the finished cells in `out`."""
+class Runnable(NamedTuple):
+    cells: list[Cell]  # the cells runnable now, finished ones included
+    pending_knobs: list[str]  # 'arm/loss/method' among them whose knob is not chosen yet (other seeds wait)
+
+
+def runnable(spec: Spec, out: Path, only: Callable[[Cell], bool] | None = None) -> Runnable:
+    """What can run now: knob values are chosen and controls sized from the finished cells in `out`."""
     records = read_cells(out) if out.is_dir() else []
     chosen = choose_knobs(spec, records)
     class_steps = {(r.arm, r.loss, r.method, r.seed): r.metrics.get("steps_by_stream", {}).get("class")
                    for r in records if r.metrics.get("steps_by_stream", {}).get("class")}
-    return [c for c in expand(spec, chosen, class_steps) if only is None or only(c)]
-
-
-def pending_knobs(spec: Spec, out: Path, only: Callable[[Cell], bool] | None = None) -> list[str]:
-    """'arm/loss/method' of every method (among the cells `only` keeps) whose knob is not chosen yet: its other
-    seeds and its controls wait for the choice."""
-    chosen = choose_knobs(spec, read_cells(out) if out.is_dir() else [])
-    families = dict.fromkeys((c.arm, c.loss, c.family) for c in runnable_cells(spec, out, only) if c.knob)
-    return [f"{arm}/{loss}/{method}" for arm, loss, method in families if (arm, loss, method) not in chosen]
+    cells = [c for c in expand(spec, chosen, class_steps) if only is None or only(c)]
+    families = dict.fromkeys((c.arm, c.loss, c.family) for c in cells if c.knob)
+    return Runnable(cells, [f"{arm}/{loss}/{method}" for arm, loss, method in families
+                            if (arm, loss, method) not in chosen])
 
 
 def run_benchmark(spec: Spec, out: Path, *, jobs: int = 1, device: str | None = None, progress: bool = True,
@@ -92,7 +93,7 @@ def run_benchmark(spec: Spec, out: Path, *, jobs: int = 1, device: str | None = 
     done: list[str] = []
     bar = tqdm(desc=f"benchmark {spec.name}", unit="cell", disable=not progress)
     while True:
-        cells = runnable_cells(spec, out, only)
+        cells = runnable(spec, out, only).cells
         todo = [c for c in cells if not finished(out, c) and c.key not in failed]
         bar.total = len(cells)
         bar.n = sum(finished(out, c) for c in cells)
